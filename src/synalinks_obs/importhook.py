@@ -1,0 +1,114 @@
+"""A post-import hook: run a callback the moment a given top-level module is imported.
+
+``when_imported("synalinks", callback)`` installs a meta-path finder that lets the
+normal import machinery find and execute ``synalinks``, then calls ``callback(module)``
+right after the module body has run. If the module is already imported the callback
+runs at once. Pitfalls handled here (the same ones wrapt's ``importer.py`` documents):
+
+- the finder must not recurse into itself while delegating to the other finders;
+- the callback runs exactly once per install, even if the import is retried;
+- a failing callback is logged and swallowed: it can never make ``import synalinks`` fail;
+- the finder is removable, so tests and ``uninstall()`` leave ``sys.meta_path`` clean.
+
+This module imports only the standard library: it runs at interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import logging
+import sys
+import threading
+
+_logger = logging.getLogger("synalinks_obs")
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    """Wraps the real loader: executes the module, then fires the finder's callback."""
+
+    def __init__(self, finder: "PostImportFinder", loader):
+        self._finder = finder
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._finder.fire(module)
+
+    def __getattr__(self, name):  # get_code, get_source, is_package, ... of the real loader
+        return getattr(self._loader, name)
+
+
+class PostImportFinder(importlib.abc.MetaPathFinder):
+    """Meta-path finder that fires ``callback(module)`` once ``name`` has been imported."""
+
+    def __init__(self, name: str, callback):
+        self.name = name
+        self.callback = callback
+        self._fired = False
+        self._lock = threading.RLock()
+        self._busy = threading.local()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or self._fired or getattr(self._busy, "on", False):
+            return None
+        self._busy.on = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._busy.on = False
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _CallbackLoader(self, spec.loader)
+        return spec
+
+    def fire(self, module) -> None:
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+        try:  # done: stop looking at every later import
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        try:
+            self.callback(module)
+        except Exception:  # never fail the user's import
+            _logger.warning(
+                "synalinks-obs: instrumenting %s failed; the app runs untraced", self.name,
+                exc_info=True,
+            )
+
+
+_finders: dict[str, PostImportFinder] = {}
+
+
+def when_imported(name: str, callback) -> PostImportFinder:
+    """Call ``callback(module)`` when ``name`` is imported (at once if it already is).
+
+    Idempotent per ``name``: a second call returns the finder already installed.
+    """
+    finder = _finders.get(name)
+    if finder is not None and (finder in sys.meta_path or finder._fired):
+        return finder
+    finder = PostImportFinder(name, callback)
+    _finders[name] = finder
+    module = sys.modules.get(name)
+    if module is not None:
+        finder.fire(module)
+    else:
+        sys.meta_path.insert(0, finder)
+    return finder
+
+
+def remove_hook(name: str) -> None:
+    """Remove the finder for ``name`` (if any) from ``sys.meta_path``."""
+    finder = _finders.pop(name, None)
+    if finder is not None:
+        try:
+            sys.meta_path.remove(finder)
+        except ValueError:
+            pass

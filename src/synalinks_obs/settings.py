@@ -1,0 +1,194 @@
+"""Every synalinks-obs option in one validated pydantic model.
+
+Precedence: explicit arguments (``enable(...)``, ``python -m synalinks_obs.run`` flags),
+then the environment (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME`` and our own
+``SYNALINKS_OBS_*`` variables), then the defaults below.
+
+A bad explicit argument raises ``SettingsError`` (a ``ValueError``) with one line naming
+the setting, the value and what is allowed. A bad *environment* value must not break the
+app: ``load_settings`` reports it in one line and falls back to that setting's default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SYNALINKS_OBS_"
+DEFAULT_EXPERIMENT = "synalinks_traces"
+DEFAULT_REDACT_KEYS = ("api_key", "apikey", "authorization", "password", "secret", "token")
+
+# Settings read from a variable that does not follow the SYNALINKS_OBS_ prefix.
+_ENV_ALIASES = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "experiment_name": "MLFLOW_EXPERIMENT_NAME",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed; the message is one line."""
+
+
+class Settings(BaseSettings):
+    """synalinks-obs configuration (see the README's configuration table)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, populate_by_name=True
+    )
+
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking URI; default: MLflow's own default store.",
+    )
+    experiment_name: str = Field(
+        default=DEFAULT_EXPERIMENT,
+        validation_alias="MLFLOW_EXPERIMENT_NAME",
+        description="MLflow experiment that receives the traces.",
+        min_length=1,
+    )
+    capture_payloads: bool = Field(
+        default=True, description="Record module inputs and outputs on spans."
+    )
+    max_payload_chars: int = Field(
+        default=20_000, ge=0, description="Longest inputs/outputs JSON kept per span (0: no limit)."
+    )
+    redact_keys: str = Field(
+        default=",".join(DEFAULT_REDACT_KEYS),
+        description="Comma-separated key fragments whose values are replaced by '[REDACTED]'.",
+    )
+    sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Fraction of top-level calls traced (whole trees)."
+    )
+    autolog_training: bool = Field(
+        default=True, description="Log fit()/evaluate() to MLflow when tracing is on."
+    )
+    flush_timeout: float = Field(
+        default=10.0, ge=0.0, description="Seconds the exit flush may take at most."
+    )
+    max_queue_spans: int = Field(
+        default=100_000, ge=1, description="Finished spans buffered before new ones are dropped."
+    )
+    export_interval: float = Field(
+        default=0.5, gt=0.0, description="Seconds between two background exports."
+    )
+    log_level: str = Field(default="WARNING", description="Level of the 'synalinks_obs' logger.")
+
+    @field_validator("tracking_uri", mode="before")
+    @classmethod
+    def _empty_uri_is_default(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _parseable_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value)
+        if parsed.scheme in ("http", "https") and not parsed.netloc:
+            raise ValueError("an http(s) URI needs a host, e.g. http://127.0.0.1:5000")
+        if " " in value.strip():
+            raise ValueError("a URI cannot contain spaces")
+        return value
+
+    @field_validator("redact_keys", mode="before")
+    @classmethod
+    def _join_keys(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple, set)):
+            return ",".join(str(k) for k in value)
+        return value
+
+    @property
+    def redact_key_fragments(self) -> tuple[str, ...]:
+        """The lower-cased key fragments to redact."""
+        return tuple(k.strip().lower() for k in self.redact_keys.split(",") if k.strip())
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+
+def _env_name(field: str) -> str:
+    return _ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
+
+
+def _one_line(error: dict, source: str) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    name = _env_name(field) if source == "env" else field
+    value = error.get("input")
+    message = error.get("msg", "invalid value").removeprefix("Value error, ")
+    allowed = Settings.model_fields[field].description if field in Settings.model_fields else ""
+    return f"synalinks-obs: {name}={value!r} is not valid: {message} ({allowed})"
+
+
+def _known_env_keys() -> set[str]:
+    return {_env_name(f) for f in Settings.model_fields}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings: ``overrides`` (None means 'not given'), then env, then defaults.
+
+    Raises ``SettingsError`` for a bad override; reports a bad or unknown environment
+    variable on stderr (one line each) and uses the default for it instead.
+    """
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(explicit) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(
+            f"synalinks-obs: unknown setting {unknown[0]!r}; "
+            f"known settings: {', '.join(Settings.model_fields)}"
+        )
+    for key in sorted(os.environ):
+        if key.startswith(ENV_PREFIX) and key not in _known_env_keys():
+            _report(f"synalinks-obs: unknown variable {key}; known: "
+                    + ", ".join(sorted(k for k in _known_env_keys() if k.startswith(ENV_PREFIX))))
+    bad_env: set[str] = set()
+    while True:
+        try:
+            # Fields with a bad environment value are given their default explicitly.
+            defaults = {f: Settings.model_fields[f].get_default() for f in bad_env}
+            return Settings(**{**defaults, **explicit})
+        except ValidationError as exc:
+            errors = exc.errors()
+            progressed = False
+            for error in errors:
+                field = str(error["loc"][0]) if error.get("loc") else ""
+                field = _field_for_loc(field)
+                if field in explicit:
+                    raise SettingsError(_one_line({**error, "loc": (field,)}, "arg")) from None
+                if field and field not in bad_env:
+                    _report(_one_line({**error, "loc": (field,)}, "env"))
+                    bad_env.add(field)
+                    progressed = True
+            if not progressed:
+                raise SettingsError(_one_line(errors[0], "env")) from None
+
+
+def _field_for_loc(loc: str) -> str:
+    for field, alias in _ENV_ALIASES.items():
+        if loc == alias:
+            return field
+    return loc
+
+
+_reported: set[str] = set()
+
+
+def _report(line: str) -> None:
+    """Print a configuration problem once per process on stderr."""
+    if line in _reported:
+        return
+    _reported.add(line)
+    logging.getLogger("synalinks_obs").debug(line)
+    print(line, file=sys.stderr)

@@ -1,0 +1,219 @@
+"""One module call -> one span record: parenting, attributes, status, cost.
+
+This is the calling-thread half of the span path, kept cheap on purpose: a call becomes
+a ``CallRecord`` (plain slots, references to the payloads, nanosecond clock readings);
+the exporter thread turns finished records into MLflow spans and writes them in batches
+(see ``export.py``).
+
+Parent-child comes from a context of our own, never from Synalinks' ``CallContext``:
+
+- ``_CURRENT`` (a ContextVar) holds the innermost synalinks-obs record of this task or
+  thread; it is set and reset inside the same coroutine, so sequential siblings stay
+  siblings and calls awaited concurrently (``asyncio.gather``, tasks, threads) each keep
+  their own parent.
+- The OpenTelemetry context holds an ``ObsSpan`` (a non-recording span carrying our ids)
+  while a module call runs, so ``mlflow.start_span`` / ``@mlflow.trace`` inside a module
+  nest under it; and a call made inside a user's MLflow span joins that span's trace.
+  For the first case the trace is registered in MLflow's in-memory trace manager when the
+  root call starts, so MLflow's processor accepts child spans of ours.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import random
+import time
+from typing import NamedTuple
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from synalinks_obs.payloads import capture_args, capture_kwargs, capture_value
+from synalinks_obs.span_types import span_type_for
+
+_CURRENT: contextvars.ContextVar["CallRecord | None"] = contextvars.ContextVar(
+    "synalinks_obs_current_call", default=None
+)
+# Where the traces of calls started in this context go (training runs and direct
+# Monitor hooks override the global destination through it).
+DESTINATION_OVERRIDE: contextvars.ContextVar["Destination | None"] = contextvars.ContextVar(
+    "synalinks_obs_destination", default=None
+)
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class Destination(NamedTuple):
+    """Where a trace is written: tracking URI (None: MLflow's default) and experiment."""
+
+    tracking_uri: str | None
+    experiment_name: str
+    # Set when the trace belongs to an MLflow experiment known by id (a user's MLflow
+    # trace we joined): it wins over the name.
+    experiment_id: str | None = None
+
+
+class _Ids:
+    """Random ids from a private generator: ``import synalinks`` seeds ``random``, so the
+    module-level generator would give two processes the same trace ids."""
+
+    def __init__(self):
+        self.rng = random.Random(os.urandom(32))
+
+    def reseed(self):
+        self.rng = random.Random(os.urandom(32))
+
+
+IDS = _Ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=IDS.reseed)
+
+
+class TraceRecord:
+    """State shared by the calls of one trace."""
+
+    __slots__ = ("otel_trace_id", "trace_id", "destination", "sampled", "registered", "foreign")
+
+    def __init__(self, otel_trace_id, destination, sampled, foreign=False, trace_id=None):
+        self.otel_trace_id = otel_trace_id
+        self.trace_id = trace_id or f"tr-{otel_trace_id:032x}"
+        self.destination = destination
+        self.sampled = sampled
+        self.registered = False
+        self.foreign = foreign
+
+
+class CallRecord:
+    """One module call; becomes one MLflow span on the exporter thread."""
+
+    __slots__ = (
+        "trace", "span_id", "parent_span_id", "parent", "call_id", "parent_call_id",
+        "module_class", "module_name", "description", "span_type", "symbolic",
+        "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error", "cost", "usage",
+        "model", "otel_span", "module_id",
+    )
+
+    def __init__(self, trace):
+        self.trace = trace
+        self.parent = None
+        self.cost = 0.0
+        self.error = None
+        self.usage = None
+        self.model = None
+        self.outputs = None
+        self.end_ns = None
+        self.otel_span = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.module_class}:{self.module_name}" if self.module_name else self.module_class
+
+
+class ObsSpan(NonRecordingSpan):
+    """What the OpenTelemetry context holds while one of our calls runs."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: CallRecord):
+        super().__init__(
+            SpanContext(record.trace.otel_trace_id, record.span_id, False, _SAMPLED)
+        )
+        self.record = record
+
+
+def current_record() -> CallRecord | None:
+    """The innermost traced module call of this task or thread (None outside one)."""
+    return _CURRENT.get()
+
+
+def _safe_text(getter) -> str:
+    try:
+        value = getter()
+        return value if isinstance(value, str) else ("" if value is None else str(value))
+    except Exception:
+        return ""
+
+
+def begin(module, args, kwargs, tracer) -> CallRecord:
+    """Open the record of a call (no I/O). The caller enters it with ``enter``."""
+    parent = _CURRENT.get()
+    otel_parent = otel_trace.get_current_span()
+    parent_span_id = None
+    if isinstance(otel_parent, ObsSpan):
+        parent = otel_parent.record
+        trace = parent.trace
+        parent_span_id = parent.span_id
+    else:
+        parent_ctx = otel_parent.get_span_context()
+        if parent_ctx.is_valid and parent is not None and parent.trace.otel_trace_id == parent_ctx.trace_id:
+            # A user's MLflow span opened inside one of our calls.
+            trace = parent.trace
+            parent_span_id = parent_ctx.span_id
+        elif parent_ctx.is_valid and (joined := tracer.join_foreign_trace(parent_ctx)) is not None:
+            # Our call runs inside a user's @mlflow.trace / mlflow.start_span.
+            trace = joined
+            parent = None
+            parent_span_id = parent_ctx.span_id
+        elif parent is not None:
+            trace = parent.trace
+            parent_span_id = parent.span_id
+        else:
+            trace = tracer.new_trace()
+    record = CallRecord(trace)
+    record.parent = parent
+    record.parent_span_id = parent_span_id
+    rng = IDS.rng
+    record.span_id = rng.getrandbits(64) or 1
+    record.call_id = rng.getrandbits(128)
+    record.parent_call_id = parent.call_id if parent is not None else None
+    cls = type(module)
+    record.module_id = id(module)
+    record.module_class = cls.__name__
+    record.span_type = span_type_for(cls)
+    record.module_name = _safe_text(lambda: module.name)
+    record.description = _safe_text(lambda: module.description)
+    if trace.sampled and tracer.capture_payloads:
+        record.inputs, record.symbolic = capture_args(args)
+        record.kwargs = capture_kwargs(kwargs) if kwargs else None
+    else:
+        record.inputs = record.kwargs = None
+        record.symbolic = capture_args(args)[1] if trace.sampled else False
+    if record.span_type == "CHAT_MODEL":
+        record.model = _safe_text(lambda: getattr(module, "model", None))
+    record.start_ns = time.time_ns()
+    return record
+
+
+def enter(record: CallRecord):
+    """Make ``record`` the current call; returns the tokens ``leave`` needs."""
+    token = _CURRENT.set(record)
+    if not record.trace.sampled:
+        return token, None
+    span = ObsSpan(record)
+    record.otel_span = span
+    return token, otel_context.attach(otel_trace.set_span_in_context(span))
+
+
+def leave(tokens) -> None:
+    token, otel_token = tokens
+    if otel_token is not None:
+        otel_context.detach(otel_token)
+    _CURRENT.reset(token)
+
+
+def finish(record: CallRecord, outputs=None, error: BaseException | None = None, usage=None, capture=True):
+    """Close the record: end time, outputs or error, LM usage, cost roll-up."""
+    record.end_ns = time.time_ns()
+    record.error = error
+    if usage is not None:
+        record.usage = usage
+        cost = usage.get("cost")
+        if isinstance(cost, (int, float)):
+            record.cost += float(cost)
+    if error is None and outputs is not None and capture:
+        record.outputs = capture_value(outputs)[0]
+    parent = record.parent
+    if parent is not None and record.cost:
+        parent.cost += record.cost

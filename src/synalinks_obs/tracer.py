@@ -1,0 +1,123 @@
+"""The tracer in force while tracing is on: settings, destinations, trace creation.
+
+``Tracer`` is what the patched ``Module.__call__`` talks to. It decides where a new trace
+goes (the enabled destination, or a per-context override such as a training run), samples
+whole traces, joins a user's MLflow trace when a call runs inside one, and hands finished
+records to the exporter. It also registers our root traces with MLflow's in-memory trace
+manager, so that spans a user opens with ``mlflow.start_span`` inside a module call are
+accepted by MLflow as children of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from synalinks_obs import spans
+from synalinks_obs.export import shared_exporter
+from synalinks_obs.spans import IDS, Destination, TraceRecord
+
+_logger = logging.getLogger("synalinks_obs")
+
+
+class Tracer:
+    def __init__(self, settings, tracking_uri: str):
+        self.settings = settings
+        self.capture_payloads = settings.capture_payloads
+        self.sample_rate = settings.sample_rate
+        self.destination = Destination(tracking_uri, settings.experiment_name)
+        self.exporter = shared_exporter(settings)
+        self.exporter.prefetch(self.destination)
+        self._usage_getters: dict[type, object] = {}
+        self._reported: set[str] = set()
+        from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+        self._trace_manager_class = InMemoryTraceManager
+
+    # -- traces -----------------------------------------------------------------------
+    def new_trace(self) -> TraceRecord:
+        destination = spans.DESTINATION_OVERRIDE.get() or self.destination
+        rng = IDS.rng
+        sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
+        trace = TraceRecord(rng.getrandbits(128) or 1, destination, sampled)
+        if sampled:
+            self._register_with_mlflow(trace)
+        return trace
+
+    def _register_with_mlflow(self, trace: TraceRecord) -> None:
+        experiment_id = self.exporter.known_experiment_id(trace.destination)
+        if experiment_id is None:
+            self.exporter.prefetch(trace.destination)
+            return
+        try:
+            from mlflow.entities.trace_info import TraceInfo
+            from mlflow.entities.trace_location import TraceLocation
+            from mlflow.entities.trace_state import TraceState
+
+            info = TraceInfo(
+                trace_id=trace.trace_id,
+                trace_location=TraceLocation.from_experiment_id(experiment_id),
+                request_time=time.time_ns() // 1_000_000,
+                state=TraceState.IN_PROGRESS,
+                trace_metadata={},
+                tags={},
+            )
+            self._trace_manager_class.get_instance().register_trace(trace.otel_trace_id, info)
+            trace.registered = True
+        except Exception as exc:
+            self.internal_error("register", exc)
+
+    def join_foreign_trace(self, parent_ctx) -> TraceRecord | None:
+        """The trace of a user's MLflow span our call runs in, or None if not MLflow's."""
+        manager = self._trace_manager_class.get_instance()
+        trace_id = manager.get_mlflow_trace_id_from_otel_id(parent_ctx.trace_id)
+        if trace_id is None:
+            return None
+        with manager.get_trace(trace_id) as mlflow_trace:
+            experiment_id = mlflow_trace.info.experiment_id if mlflow_trace is not None else None
+        if experiment_id is None:
+            return None
+        import mlflow
+
+        destination = Destination(mlflow.get_tracking_uri(), self.destination.experiment_name, experiment_id)
+        return TraceRecord(parent_ctx.trace_id, destination, True, foreign=True, trace_id=trace_id)
+
+    # -- calls ------------------------------------------------------------------------
+    def usage_getter(self, cls):
+        """``current_call_usage`` of the LM family ``cls`` belongs to (or None)."""
+        try:
+            return self._usage_getters[cls]
+        except KeyError:
+            pass
+        getter = None
+        for klass in cls.__mro__:
+            if klass.__name__ in ("LanguageModel", "DecisionModel", "EmbeddingModel") and (
+                klass.__module__.startswith("synalinks.")
+            ):
+                getter = getattr(sys.modules.get(klass.__module__), "current_call_usage", None)
+                break
+        self._usage_getters[cls] = getter
+        return getter
+
+    def end(self, record, outputs=None, error=None, usage=None) -> None:
+        spans.finish(record, outputs, error, usage, self.capture_payloads)
+        self.exporter.submit(record)
+        trace = record.trace
+        if trace.registered and record.parent is None:
+            try:
+                self._trace_manager_class.get_instance().pop_trace(trace.otel_trace_id)
+            except Exception as exc:
+                self.internal_error("unregister", exc)
+            trace.registered = False
+
+    # -- our own failures -------------------------------------------------------------
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """Log an error of synalinks-obs itself once per place; the app goes on."""
+        if where in self._reported:
+            return
+        self._reported.add(where)
+        _logger.warning(
+            "synalinks-obs: internal error in %s (%s: %s); the app is not affected",
+            where, type(exc).__name__, exc, exc_info=_logger.isEnabledFor(logging.DEBUG),
+        )
