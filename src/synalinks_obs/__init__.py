@@ -21,19 +21,18 @@ Configuration: explicit arguments, then ``MLFLOW_TRACKING_URI`` /
 default store, experiment ``synalinks_traces``). See ``synalinks_obs.settings``.
 
 This module imports nothing heavy: mlflow, synalinks and pydantic are only imported
-once tracing is enabled and Synalinks is imported.
+once tracing is enabled and Synalinks is imported. It is imported at interpreter
+start-up by the ``.pth`` bootstrap when ``SYNALINKS_OBSERVABILITY`` is set, so even
+``logging`` and ``threading`` are imported lazily here.
 """
 
-from __future__ import annotations
-
-import logging
 import os
-import threading
+import sys
+from _thread import RLock
 
 __all__ = ["enable", "disable", "is_enabled", "flush", "uninstrument", "__version__"]
 
-_logger = logging.getLogger("synalinks_obs")
-_lock = threading.RLock()
+_lock = RLock()
 
 
 def _version() -> str:
@@ -48,6 +47,7 @@ def _version() -> str:
 class _Activation:
     settings = None  # Settings requested by enable(); None when disabled
     source = None  # how tracing was turned on: "enable()", "env", "run", "synalinks"
+    pending = None  # options of an activation waiting for `import synalinks` (see below)
     exit_hook_installed = False
 
 
@@ -69,17 +69,18 @@ def enable(tracking_uri: str | None = None, experiment_name: str | None = None, 
     from synalinks_obs.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri, experiment_name=experiment_name, **options)
+    import logging
+
     logging.getLogger("synalinks_obs").setLevel(settings.log_level)
     # import synalinks seeds `random`: MLflow's own spans must not share ids across processes.
     os.environ.setdefault("MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR", "true")
     with _lock:
         _ACTIVE.settings = settings
         _ACTIVE.source = _source
+        _ACTIVE.pending = None
         from synalinks_obs import importhook
 
         importhook.when_imported("synalinks", _on_synalinks_imported)
-        import sys
-
         if "synalinks" in sys.modules:
             _start_tracer()
 
@@ -89,6 +90,9 @@ def disable() -> None:
     with _lock:
         _ACTIVE.settings = None
         _ACTIVE.source = None
+        _ACTIVE.pending = None
+        if "synalinks_obs.instrument" not in sys.modules:
+            return  # never started: nothing to stop (and no reason to import mlflow)
         from synalinks_obs.instrument import STATE
 
         tracer, STATE.tracer = STATE.tracer, None
@@ -98,7 +102,7 @@ def disable() -> None:
 
 def is_enabled() -> bool:
     """Whether tracing is on (it starts as soon as Synalinks is imported)."""
-    return _ACTIVE.settings is not None
+    return _ACTIVE.settings is not None or _ACTIVE.pending is not None
 
 
 def activation_source() -> str | None:
@@ -110,8 +114,26 @@ def flush(timeout: float | None = None) -> bool:
     """Write every finished span now; True when nothing is left (bounded by ``timeout``)."""
     from synalinks_obs.instrument import STATE
 
-    tracer = STATE.tracer
-    return True if tracer is None else tracer.exporter.flush(timeout)
+    from synalinks_obs.export import current_exporter
+
+    exporter = current_exporter()
+    done = True if exporter is None else exporter.flush(timeout)
+    _flush_mlflow_spans(timeout)
+    return done
+
+
+def _flush_mlflow_spans(timeout: float | None) -> None:
+    """Also write spans users opened with MLflow's own API inside our traces."""
+    import sys
+
+    if "mlflow" not in sys.modules:
+        return
+    try:
+        from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
+
+        flush_all_batch_processors(timeout_millis=(10.0 if timeout is None else timeout) * 1000)
+    except Exception as exc:  # MLflow internals moved: the spans still go out later
+        _logger.debug("synalinks-obs: cannot flush MLflow's span processors: %r", exc)
 
 
 def uninstrument() -> None:
@@ -123,12 +145,38 @@ def uninstrument() -> None:
         importhook.remove_hook("synalinks")
         instrument.uninstrument()
         compat.unroute()
+        training = sys.modules.get("synalinks_obs.training")
+        if training is not None:
+            training.uninstall()
+
+
+def _enable_on_import(_source: str = "env", **options) -> None:
+    """Turn tracing on the moment Synalinks is imported (at once if it already is).
+
+    What the start-up bootstrap (``SYNALINKS_OBSERVABILITY=1``) calls: unlike
+    ``enable()`` it loads nothing now, not even the settings (pydantic), so a process
+    that never imports Synalinks pays only for this module and the import hook. The
+    settings are read from the environment, and reported if bad, when Synalinks is
+    imported. An explicit ``enable()`` (before or after) wins; ``disable()`` cancels it.
+    """
+    with _lock:
+        if _ACTIVE.settings is not None or _ACTIVE.pending is not None:
+            return
+        _ACTIVE.pending = options
+        _ACTIVE.source = _source
+        from synalinks_obs import importhook
+
+        importhook.when_imported("synalinks", _on_synalinks_imported)
 
 
 def _on_synalinks_imported(_module) -> None:
     """Import-hook callback: patch Synalinks, then start tracing if still enabled."""
     with _lock:
-        _start_tracer()
+        pending, _ACTIVE.pending = _ACTIVE.pending, None
+        if pending is not None and _ACTIVE.settings is None:
+            enable(_source=_ACTIVE.source, **pending)  # starts the tracer: synalinks is imported
+        else:
+            _start_tracer()
 
 
 def _start_tracer() -> None:
@@ -142,6 +190,8 @@ def _start_tracer() -> None:
 
     instrument.instrument(Module)
     compat.route()
+    _install_training_autolog()
+    compat.harden_mlflow_id_generator()
     import mlflow
 
     if settings.tracking_uri:
@@ -159,6 +209,8 @@ def _install_exit_flush() -> None:
     if _ACTIVE.exit_hook_installed:
         return
     _ACTIVE.exit_hook_installed = True
+    import threading
+
     register = getattr(threading, "_register_atexit", None)
     try:
         if register is None:
@@ -180,10 +232,30 @@ def _flush_at_exit() -> None:
         try:
             exporter.shutdown()
         except Exception as exc:  # last-chance guard: never fail the interpreter's exit
-            _logger.warning("synalinks-obs: exit flush failed: %r", exc)
+            import logging
+
+            logging.getLogger("synalinks_obs").warning("synalinks-obs: exit flush failed: %r", exc)
+
+
+def _install_training_autolog() -> None:
+    """Wrap fit()/evaluate() for the training autolog (synalinks_obs.training)."""
+    try:
+        from synalinks_obs import training
+
+        training.install()
+    except Exception as exc:  # tracing must start even if the training log cannot
+        import logging
+
+        logging.getLogger("synalinks_obs").warning(
+            "synalinks-obs: training autolog unavailable (%s: %s)", type(exc).__name__, exc
+        )
 
 
 def __getattr__(name):
     if name == "__version__":
         return _version()
+    if name in ("callbacks", "training"):  # synalinks_obs.callbacks.Monitor (imports synalinks)
+        import importlib
+
+        return importlib.import_module(f"synalinks_obs.{name}")
     raise AttributeError(f"module 'synalinks_obs' has no attribute {name!r}")

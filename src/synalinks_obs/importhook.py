@@ -10,21 +10,26 @@ runs at once. Pitfalls handled here (the same ones wrapt's ``importer.py`` docum
 - a failing callback is logged and swallowed: it can never make ``import synalinks`` fail;
 - the finder is removable, so tests and ``uninstall()`` leave ``sys.meta_path`` clean.
 
-This module imports only the standard library: it runs at interpreter start-up.
+This module runs at interpreter start-up (the ``.pth`` bootstrap installs the finder),
+so at module level it imports only what the interpreter has already loaded (``sys``,
+``_thread``): ``importlib.abc``/``importlib.util`` (~150 ms cold, they pull in
+``typing`` and ``inspect``) and ``logging`` are imported when first needed. The finder
+and loader are duck-typed (the import system only calls ``find_spec`` /
+``create_module`` / ``exec_module``), so they need no ``importlib.abc`` base class.
 """
 
-from __future__ import annotations
-
-import importlib.abc
-import importlib.util
-import logging
 import sys
-import threading
+from _thread import RLock
+from _thread import _local as _ThreadLocal
 
-_logger = logging.getLogger("synalinks_obs")
+
+def _logger():
+    import logging
+
+    return logging.getLogger("synalinks_obs")
 
 
-class _CallbackLoader(importlib.abc.Loader):
+class _CallbackLoader:
     """Wraps the real loader: executes the module, then fires the finder's callback."""
 
     def __init__(self, finder: "PostImportFinder", loader):
@@ -42,19 +47,21 @@ class _CallbackLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-class PostImportFinder(importlib.abc.MetaPathFinder):
+class PostImportFinder:
     """Meta-path finder that fires ``callback(module)`` once ``name`` has been imported."""
 
     def __init__(self, name: str, callback):
         self.name = name
         self.callback = callback
         self._fired = False
-        self._lock = threading.RLock()
-        self._busy = threading.local()
+        self._lock = RLock()
+        self._busy = _ThreadLocal()
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != self.name or self._fired or getattr(self._busy, "on", False):
             return None
+        import importlib.util
+
         self._busy.on = True
         try:
             spec = importlib.util.find_spec(fullname)
@@ -77,7 +84,7 @@ class PostImportFinder(importlib.abc.MetaPathFinder):
         try:
             self.callback(module)
         except Exception:  # never fail the user's import
-            _logger.warning(
+            _logger().warning(
                 "synalinks-obs: instrumenting %s failed; the app runs untraced", self.name,
                 exc_info=True,
             )
