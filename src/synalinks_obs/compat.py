@@ -127,3 +127,30 @@ def is_supported(version_text: str | None) -> bool:
     except ValueError:
         return False
     return (major, minor) >= (0, 9)
+
+
+def harden_mlflow_id_generator() -> None:
+    """Silence a spurious error of MLflow's isolated id generator at interpreter exit.
+
+    We turn on ``MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR`` (``import synalinks``
+    seeds ``random``, so MLflow's default ids would collide across processes). Its
+    ``__del__`` fails during interpreter teardown (module globals already None) and
+    prints "Exception ignored in ..." on the app's stderr; this guards that one method.
+    """
+    try:
+        from mlflow.tracing import provider
+    except Exception:
+        return
+    generator = getattr(provider, "_IsolatedRandomIdGenerator", None)
+    original = getattr(generator, "__del__", None)
+    if original is None or getattr(original, "_synalinks_obs_guard", False):
+        return
+
+    def __del__(self):
+        try:
+            original(self)
+        except Exception:
+            pass
+
+    __del__._synalinks_obs_guard = True
+    generator.__del__ = __del__

@@ -53,6 +53,7 @@ class Exporter:
         self._drop_reasons: collections.Counter = collections.Counter()
         self._warned: set[str] = set()
         self._prefetch: collections.deque = collections.deque()
+        self._soon: collections.deque = collections.deque()  # callables for the thread
 
     # -- calling thread -------------------------------------------------------------
     def submit(self, record) -> None:
@@ -83,6 +84,22 @@ class Exporter:
         with self._cond:
             self._cond.notify()
 
+    def call_soon(self, fn) -> None:
+        """Run ``fn()`` on the exporter thread at its next wake-up (best effort)."""
+        if self._thread is None:
+            self._start()
+        self._soon.append(fn)
+        with self._cond:
+            self._cond.notify()
+
+    def _run_soon(self) -> None:
+        while self._soon:
+            fn = self._soon.popleft()
+            try:
+                fn()
+            except Exception as exc:
+                self._warn_once("soon", f"synalinks-obs: deferred task failed: {exc!r}")
+
     # -- exporter thread --------------------------------------------------------------
     def _start(self) -> None:
         with self._cond:
@@ -96,7 +113,7 @@ class Exporter:
         interval = self.settings.export_interval
         while True:
             with self._cond:
-                if not self._queue and not self._prefetch and not self._stopping:
+                if not (self._queue or self._prefetch or self._soon or self._stopping):
                     self._cond.wait(interval)
                 stopping = self._stopping
             try:
@@ -104,6 +121,7 @@ class Exporter:
                     destination = self._prefetch.popleft()
                     self._experiment_id(destination)
                 self._export_available()
+                self._run_soon()
             except Exception as exc:  # never let the thread die
                 self._warn_once("exporter", f"synalinks-obs: exporter error: {exc!r}")
             if stopping and not self._queue:
@@ -137,6 +155,31 @@ class Exporter:
                 self.exported += len(spans)
             except Exception as exc:
                 self._drop(len(group), f"{type(exc).__name__}: {_first_line(exc)}")
+                continue
+            if destination.run_id is not None:
+                self._link_to_run(destination, experiment_id, group)
+
+    def _link_to_run(self, destination, experiment_id, records) -> None:
+        """Give each finished root of a run's traces MLflow's source-run metadata.
+
+        ``log_spans`` cannot write trace metadata, so the finished trace info (same
+        times, state and name as ``log_spans`` derived from the spans) is sent again with
+        ``mlflow.sourceRun`` through the store's ``start_trace``, which merges it into the
+        existing trace. ``mlflow.search_traces(run_id=...)`` and the run's Traces tab then
+        find the trace (see ``synalinks_obs.training``).
+        """
+        client = self._client(destination.tracking_uri)
+        for record in records:
+            if record.parent_span_id is not None or record.trace.foreign:
+                continue
+            try:
+                client.start_trace(root_trace_info(record, experiment_id, destination.run_id))
+            except Exception as exc:
+                self._warn_once(
+                    "run link",
+                    f"synalinks-obs: cannot link traces to run {destination.run_id} "
+                    f"({type(exc).__name__}: {_first_line(exc)}); the spans were written",
+                )
 
     def _client(self, tracking_uri):
         client = self._clients.get(tracking_uri)
@@ -183,7 +226,7 @@ class Exporter:
         deadline = time.monotonic() + (self.settings.flush_timeout if timeout is None else timeout)
         with self._cond:
             self._cond.notify()
-        while self._queue or self._busy:
+        while self._queue or self._busy or self._soon:
             if time.monotonic() >= deadline or not self._thread.is_alive():
                 return False
             time.sleep(0.01)
@@ -369,6 +412,26 @@ def record_to_span(record, settings):
         end_time=record.end_ns,
     )
     return Span(otel_span)
+
+
+def root_trace_info(record, experiment_id, run_id):
+    """The finished ``TraceInfo`` of a root record, with ``mlflow.sourceRun`` = ``run_id``."""
+    from mlflow.entities.trace_info import TraceInfo
+    from mlflow.entities.trace_location import TraceLocation
+    from mlflow.entities.trace_state import TraceState
+    from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
+
+    usage = record.usage if isinstance(record.usage, dict) else {}
+    failed = record.error is not None or bool(usage.get("error"))
+    return TraceInfo(
+        trace_id=record.trace.trace_id,
+        trace_location=TraceLocation.from_experiment_id(experiment_id),
+        request_time=record.start_ns // 1_000_000,
+        execution_duration=(record.end_ns - record.start_ns) // 1_000_000,
+        state=TraceState.ERROR if failed else TraceState.OK,
+        trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id},
+        tags={TraceTagKey.TRACE_NAME: record.name},
+    )
 
 
 def _chat_messages(inputs):

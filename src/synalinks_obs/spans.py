@@ -26,7 +26,6 @@ import random
 import time
 from typing import NamedTuple
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -45,6 +44,38 @@ DESTINATION_OVERRIDE: contextvars.ContextVar["Destination | None"] = contextvars
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
+class _MlflowContext:
+    """The OpenTelemetry runtime context MLflow reads its parent span from.
+
+    MLflow keeps its spans in a runtime context of its own (not OpenTelemetry's global
+    one) unless it runs in unified mode; we read and write the same one it uses.
+    """
+
+    def __init__(self):
+        from mlflow.tracing import provider
+
+        self.api = provider.get_context_api()
+        self.current_context = provider.get_current_context
+
+    def current_span(self):
+        return otel_trace.get_current_span(self.current_context())
+
+    def attach(self, span):
+        return self.api.attach(otel_trace.set_span_in_context(span, self.current_context()))
+
+    def detach(self, token):
+        self.api.detach(token)
+
+
+CONTEXT: _MlflowContext | None = None
+
+
+def configure_context() -> None:
+    """Bind to MLflow's runtime context (call once mlflow is importable)."""
+    global CONTEXT
+    CONTEXT = _MlflowContext()
+
+
 class Destination(NamedTuple):
     """Where a trace is written: tracking URI (None: MLflow's default) and experiment."""
 
@@ -53,6 +84,38 @@ class Destination(NamedTuple):
     # Set when the trace belongs to an MLflow experiment known by id (a user's MLflow
     # trace we joined): it wins over the name.
     experiment_id: str | None = None
+    # Set while a training/evaluation run is active (synalinks_obs.training): the
+    # exporter gives the trace MLflow's source-run metadata, linking it to that run.
+    run_id: str | None = None
+
+
+# -- training runs (synalinks_obs.training) ------------------------------------------
+# While a fit()/evaluate() run is active, traces started in its task go to the run's
+# destination through DESTINATION_OVERRIDE. Threads do not inherit ContextVars (a
+# callback dispatched on a ThreadPoolExecutor, a thread a callback starts), so the
+# destinations of active runs are also kept process-wide: a root call with no override
+# in its context uses the most recent one. Symbolic (program-building) root calls keep
+# the enabled destination (see ``Tracer.new_trace``).
+_ACTIVE_RUNS: list = []
+
+
+def push_run_destination(destination: "Destination") -> None:
+    _ACTIVE_RUNS.append(destination)
+
+
+def pop_run_destination(destination: "Destination") -> None:
+    try:
+        _ACTIVE_RUNS.remove(destination)
+    except ValueError:
+        pass
+
+
+def run_destination_fallback() -> "Destination | None":
+    """The destination of the most recently started active run, if any (any thread)."""
+    try:
+        return _ACTIVE_RUNS[-1]
+    except IndexError:
+        return None
 
 
 class _Ids:
@@ -139,7 +202,7 @@ def _safe_text(getter) -> str:
 def begin(module, args, kwargs, tracer) -> CallRecord:
     """Open the record of a call (no I/O). The caller enters it with ``enter``."""
     parent = _CURRENT.get()
-    otel_parent = otel_trace.get_current_span()
+    otel_parent = CONTEXT.current_span()
     parent_span_id = None
     if isinstance(otel_parent, ObsSpan):
         parent = otel_parent.record
@@ -160,7 +223,7 @@ def begin(module, args, kwargs, tracer) -> CallRecord:
             trace = parent.trace
             parent_span_id = parent.span_id
         else:
-            trace = tracer.new_trace()
+            trace = tracer.new_trace(args)
     record = CallRecord(trace)
     record.parent = parent
     record.parent_span_id = parent_span_id
@@ -193,13 +256,13 @@ def enter(record: CallRecord):
         return token, None
     span = ObsSpan(record)
     record.otel_span = span
-    return token, otel_context.attach(otel_trace.set_span_in_context(span))
+    return token, CONTEXT.attach(span)
 
 
 def leave(tokens) -> None:
     token, otel_token = tokens
     if otel_token is not None:
-        otel_context.detach(otel_token)
+        CONTEXT.detach(otel_token)
     _CURRENT.reset(token)
 
 

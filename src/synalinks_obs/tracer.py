@@ -16,6 +16,7 @@ import time
 
 from synalinks_obs import spans
 from synalinks_obs.export import shared_exporter
+from synalinks_obs.payloads import capture_args
 from synalinks_obs.spans import IDS, Destination, TraceRecord
 
 _logger = logging.getLogger("synalinks_obs")
@@ -34,10 +35,17 @@ class Tracer:
         from mlflow.tracing.trace_manager import InMemoryTraceManager
 
         self._trace_manager_class = InMemoryTraceManager
+        spans.configure_context()
 
     # -- traces -----------------------------------------------------------------------
-    def new_trace(self) -> TraceRecord:
-        destination = spans.DESTINATION_OVERRIDE.get() or self.destination
+    def new_trace(self, args=()) -> TraceRecord:
+        destination = spans.DESTINATION_OVERRIDE.get() or spans.run_destination_fallback()
+        if destination is None:
+            destination = self.destination
+        elif destination.run_id is not None and args and capture_args(args)[1]:
+            # Program building (symbolic calls) stays in the tracing experiment, even
+            # while a training run is active.
+            destination = self.destination
         rng = IDS.rng
         sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
         trace = TraceRecord(rng.getrandbits(128) or 1, destination, sampled)
@@ -105,11 +113,31 @@ class Tracer:
         self.exporter.submit(record)
         trace = record.trace
         if trace.registered and record.parent is None:
+            trace.registered = False
             try:
-                self._trace_manager_class.get_instance().pop_trace(trace.otel_trace_id)
+                self._unregister(trace)
             except Exception as exc:
                 self.internal_error("unregister", exc)
-            trace.registered = False
+
+    # MLflow exports the spans a user opened inside our trace from its own batch thread,
+    # and that export needs the trace registered: such a trace is dropped from MLflow's
+    # registry by our exporter thread, right after it has flushed MLflow's processors.
+    # (While registered, MLflow's client would read the trace info from memory.)
+    def _unregister(self, trace: TraceRecord) -> None:
+        manager = self._trace_manager_class.get_instance()
+        with manager.get_trace(trace.trace_id) as mlflow_trace:
+            has_mlflow_spans = mlflow_trace is not None and bool(mlflow_trace.span_dict)
+        if not has_mlflow_spans:
+            manager.pop_trace(trace.otel_trace_id)
+            return
+
+        def flush_then_pop():
+            from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
+
+            flush_all_batch_processors(timeout_millis=self.settings.flush_timeout * 1000)
+            manager.pop_trace(trace.otel_trace_id)
+
+        self.exporter.call_soon(flush_then_pop)
 
     # -- our own failures -------------------------------------------------------------
     def internal_error(self, where: str, exc: BaseException) -> None:
