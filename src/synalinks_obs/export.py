@@ -76,11 +76,12 @@ class Exporter:
             return destination.experiment_id
         return self._experiment_ids.get((destination.tracking_uri, destination.experiment_name))
 
-    def prefetch(self, destination) -> None:
-        """Resolve (create) a destination's experiment in the background."""
+    def prefetch(self, destination, then=None) -> None:
+        """Resolve (create) a destination's experiment in the background, then call
+        ``then(experiment_id)`` on the exporter thread if given."""
         if self._thread is None:
             self._start()
-        self._prefetch.append(destination)
+        self._prefetch.append((destination, then))
         with self._cond:
             self._cond.notify()
 
@@ -118,8 +119,10 @@ class Exporter:
                 stopping = self._stopping
             try:
                 while self._prefetch:
-                    destination = self._prefetch.popleft()
-                    self._experiment_id(destination)
+                    destination, then = self._prefetch.popleft()
+                    experiment_id = self._experiment_id(destination)
+                    if then is not None:
+                        then(experiment_id)
                 self._export_available()
                 self._run_soon()
             except Exception as exc:  # never let the thread die

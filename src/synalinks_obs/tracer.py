@@ -20,6 +20,7 @@ from synalinks_obs.payloads import capture_args
 from synalinks_obs.spans import IDS, Destination, TraceRecord
 
 _logger = logging.getLogger("synalinks_obs")
+_ADOPTED_EXPERIMENT = None  # the MLflow active experiment we set (not the app)
 
 
 class Tracer:
@@ -29,13 +30,36 @@ class Tracer:
         self.sample_rate = settings.sample_rate
         self.destination = Destination(tracking_uri, settings.experiment_name)
         self.exporter = shared_exporter(settings)
-        self.exporter.prefetch(self.destination)
+        self.exporter.prefetch(self.destination, then=self._adopt_as_active_experiment)
         self._usage_getters: dict[type, object] = {}
         self._reported: set[str] = set()
         from mlflow.tracing.trace_manager import InMemoryTraceManager
 
         self._trace_manager_class = InMemoryTraceManager
         spans.configure_context()
+
+    def _adopt_as_active_experiment(self, experiment_id: str) -> None:
+        """Make our experiment MLflow's active one unless the app chose its own.
+
+        Then traces a user opens with ``@mlflow.trace`` around a program call (which our
+        spans join) land in the same experiment as the rest, as the seed's built-in
+        observability did with ``set_experiment``. Runs on the exporter thread.
+        """
+        import os
+
+        from mlflow.tracking import fluent
+
+        global _ADOPTED_EXPERIMENT
+        active = fluent._active_experiment_id
+        if (active and active != _ADOPTED_EXPERIMENT) or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+            return  # the app chose its experiment
+        try:
+            import mlflow
+
+            mlflow.set_experiment(experiment_id=experiment_id)
+            _ADOPTED_EXPERIMENT = experiment_id
+        except Exception as exc:
+            self.internal_error("set active experiment", exc)
 
     # -- traces -----------------------------------------------------------------------
     def new_trace(self, args=()) -> TraceRecord:
