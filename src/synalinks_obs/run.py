@@ -289,7 +289,8 @@ def run_module(name: str, args: list[str]) -> None:
 def run_path(path: str, args: list[str]) -> None:
     import runpy
 
-    absolute = os.path.abspath(path)
+    # Like python: the working directory joined to the path as given, not normalised.
+    absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     sys.argv = [path, *args]
     try:
         is_file = os.path.isfile(absolute)
