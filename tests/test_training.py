@@ -563,11 +563,11 @@ def test_a_server_without_artifact_proxy_gives_one_clear_warning(
     async def main():
         program = await build_program(sl, lm, name="unproxied_program")
         compile_program(sl, program)
-        return await fit(sl, program, [monitor])
+        return await fit(sl, program, [monitor], epochs=1)
 
     with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
         history = asyncio.run(main())
-    assert history.history["reward"] == [1.0, 1.0]  # training went on
+    assert history.history["reward"] == [1.0]  # training went on
     warnings = [
         r.getMessage() for r in caplog.records
         if r.name.startswith("synalinks_obs") and r.levelno >= logging.WARNING
@@ -576,4 +576,4 @@ def test_a_server_without_artifact_proxy_gives_one_clear_warning(
     assert "--serve-artifacts" in warnings[0] and "PermissionError" in warnings[0]
     run = client(server.uri).get_run(monitor.run_id)
     assert run.info.status == "FINISHED"
-    assert steps(server.uri, monitor.run_id, "reward") == [0, 1]
+    assert steps(server.uri, monitor.run_id, "reward") == [0]
