@@ -54,6 +54,9 @@ def _clean_env(**extra):
         and k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONVERBOSE")
     }
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    # A fresh sqlite store's schema migration can outlast the default 10 s exit flush on a
+    # loaded 2-core CI machine; the tests are about where spans land, not that bound.
+    env["SYNALINKS_OBS_FLUSH_TIMEOUT"] = "180"
     env.update({k: str(v) for k, v in extra.items() if v is not None})
     for k, v in extra.items():
         if v is None:
@@ -400,6 +403,14 @@ def test_user_sitecustomize_still_runs_once(run_py, tmp_path, fails):
 
 
 # -- traces in the store (these processes import synalinks) ----------------------------------
+def _load(uri, experiment, stderr=""):
+    """``load_traces``, failing with the writer's stderr when nothing landed."""
+    try:
+        return load_traces(uri, experiment)
+    except LookupError as exc:
+        raise AssertionError(f"{exc}; the traced process said:\n{stderr}") from None
+
+
 def _shape(node):
     return (node["name"], node["span_type"], node["status"], [_shape(c) for c in node["children"]])
 
@@ -450,13 +461,13 @@ def test_env_activation_traces_like_enable(wheel_python, tmp_path):
         "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     api_run = _popen(wheel_python, ["-c", api_code], _clean_env(SYNALINKS_HOME=home), tmp_path)
-    outputs = {}
+    outputs, errors = {}, {}
     for name, process in (("env", env_run), ("api", api_run)):
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-        assert process.returncode == 0, f"{name}: {stderr}"
-        outputs[name] = stdout
+        outputs[name], errors[name] = process.communicate(timeout=TIMEOUT)
+        assert process.returncode == 0, f"{name}: {errors[name]}"
     assert outputs["env"] == outputs["api"]
-    by_env, by_api = load_traces(env_db, "by_env"), load_traces(api_db, "by_api")
+    by_env = _load(env_db, "by_env", errors["env"])
+    by_api = _load(api_db, "by_api", errors["api"])
     assert _shapes(by_env) == _shapes(by_api)
     root = _by_root(by_env, "Functional:calculator_agent")
     agent = _find(root, "FunctionCallingAgent:math_agent")
@@ -515,7 +526,7 @@ def test_launcher_module_traces_app_and_subprocess_into_one_store(run_py, tmp_pa
     assert "child exited with 0" in out.stdout
     assert out.stderr.rstrip().endswith("ValueError: boom from a module"), out.stderr
     assert not (child_cwd / "traces.db").exists()  # the child wrote to the launcher's store
-    traces = load_traces(f"sqlite:///{work / 'traces.db'}", "launched")
+    traces = _load(f"sqlite:///{work / 'traces.db'}", "launched", out.stderr)
     child_root = _by_root(traces, "Functional:chain_of_thought_program")
     assert _find(child_root, "ChainOfThought:step_by_step")["span_type"] == "LLM"
     failing = _by_root(traces, "Failing:failing")
@@ -533,7 +544,7 @@ def test_launcher_default_store_and_traces_view(run_py, tmp_path):
     assert out.returncode == 0, out.stderr
     assert '"answer"' in out.stdout
     assert (tmp_path / "mlflow.db").exists()
-    traces = load_traces(f"sqlite:///{tmp_path / 'mlflow.db'}", "synalinks_traces")
+    traces = _load(f"sqlite:///{tmp_path / 'mlflow.db'}", "synalinks_traces", out.stderr)
     root = _by_root(traces, "Functional:qa_program")
     assert _shape(root) == (
         "Functional:qa_program", "CHAIN", "OK", [
