@@ -562,3 +562,43 @@ def test_launcher_default_store_and_traces_view(run_py, tmp_path):
     assert "    └── Generator:answer_generator  LLM  " in tree
     assert "        └── LanguageModel:language_model  CHAT_MODEL  " in tree
     assert "$0.0000" in tree and " tokens" in tree
+
+
+# -- launcher helpers, in process ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv, options, target",
+    [
+        (["app.py"], {}, ("path", "app.py", [])),
+        (["--tracking-uri", "u", "--experiment-name=e", "app.py", "--tracking-uri", "x"],
+         {"tracking_uri": "u", "experiment_name": "e"}, ("path", "app.py", ["--tracking-uri", "x"])),
+        (["--", "-m", "pkg.mod", "-m", "y"], {}, ("module", "pkg.mod", ["-m", "y"])),
+        (["-mpkg", "a"], {}, ("module", "pkg", ["a"])),
+        (["--experiment-name", "e", "--", "--weird-name.py"], {"experiment_name": "e"},
+         ("path", "--weird-name.py", [])),
+    ],
+)
+def test_parse_args(argv, options, target):
+    from synalinks_obs.run import parse_args
+
+    parsed_options, parsed_target = parse_args(argv)
+    assert {k: v for k, v in parsed_options.items() if v is not None} == options
+    assert parsed_target == target
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("sqlite:///x.db", "sqlite:////cwd/x.db"),
+        ("sqlite:///x.db?timeout=5", "sqlite:////cwd/x.db?timeout=5"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("mlruns", "file:///cwd/mlruns"),
+        ("file:///data/mlruns", "file:///data/mlruns"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("databricks", "databricks"),
+    ],
+)
+def test_tracking_uri_made_absolute_for_children(uri, expected):
+    from synalinks_obs.run import absolute_uri
+
+    assert absolute_uri(uri, "/cwd") == expected

@@ -186,6 +186,8 @@ def absolute_uri(uri: str, cwd: str) -> str:
         if path and not path.startswith("/") and path != ":memory:":
             return "sqlite:///" + os.path.normpath(os.path.join(cwd, path)) + query
         return uri
+    if uri.split(":")[0] in ("databricks", "databricks-uc", "uc"):
+        return uri  # scheme-less MLflow URIs that are not paths
     if "://" not in uri and not uri.startswith("file:") and ":" not in uri.split("/")[0]:
         from pathlib import Path
 
