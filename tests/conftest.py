@@ -58,6 +58,8 @@ for _name in MLFLOW_GLOBAL_ENV:
     os.environ.pop(_name, None)
 
 SERVER_FIXTURES = {"mlflow_server", "mlflow_server_factory"}
+# `mlflow server` boots uvicorn and migrates its store: slow when the machine is busy.
+SERVER_START_TIMEOUT = float(os.environ.get("TEST_MLFLOW_SERVER_TIMEOUT", "240"))
 FAKE_MODEL = "openai/gpt-4o-mini"
 
 
@@ -218,7 +220,7 @@ class MlflowServer:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def start(self, timeout=90.0):
+    def start(self, timeout=SERVER_START_TIMEOUT):
         """Launch the server and wait until ``GET /health`` answers 200."""
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -295,7 +297,7 @@ def mlflow_server_factory(tmp_path_factory):
     test. Each start takes ~20 s (4 uvicorn workers importing mlflow)."""
     servers = []
 
-    def start(*extra_args, timeout=90.0):
+    def start(*extra_args, timeout=SERVER_START_TIMEOUT):
         server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), extra_args)
         servers.append(server)
         return server.start(timeout)
