@@ -19,6 +19,7 @@ covers ``-m``, a subprocess in another directory and an uncaught module exceptio
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -90,9 +91,18 @@ def _overlay_venv(root):
     synalinks and mlflow are importable without reinstalling them. Path lines of the
     parent's .pth files (an editable install of synalinks-obs) are not processed.
     """
+    # Build from a copy: setuptools builds in the source tree (build/), and xdist workers
+    # may each be building at the same moment.
+    source = root / "source"
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "src", "sitecustomize_pkg"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+        elif (REPO / name).exists():
+            source.mkdir(exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     dist = root / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, REPO],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, source],
         check=True, timeout=TIMEOUT, env=_clean_env(),
     )
     wheel = next(dist.glob("synalinks_obs-*.whl"))
