@@ -47,24 +47,31 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 class _MlflowContext:
     """The OpenTelemetry runtime context MLflow reads its parent span from.
 
-    MLflow keeps its spans in a runtime context of its own (not OpenTelemetry's global
-    one) unless it runs in unified mode; we read and write the same one it uses.
+    MLflow keeps its spans in a runtime context of its own (isolated tracer provider, the
+    default) or in OpenTelemetry's global one (unified mode); we read and write the same
+    one it uses. The mode is read once here, not on every call.
     """
 
     def __init__(self):
         from mlflow.tracing import provider
 
-        self.api = provider.get_context_api()
-        self.current_context = provider.get_current_context
+        if provider.MLFLOW_USE_DEFAULT_TRACER_PROVIDER.get():
+            runtime = provider.mlflow_runtime_context
+            self.current_context, self._attach, self.detach = (
+                runtime.get_current, runtime.attach, runtime.detach,
+            )
+        else:
+            from opentelemetry import context as otel_context
+
+            self.current_context, self._attach, self.detach = (
+                otel_context.get_current, otel_context.attach, otel_context.detach,
+            )
 
     def current_span(self):
         return otel_trace.get_current_span(self.current_context())
 
     def attach(self, span):
-        return self.api.attach(otel_trace.set_span_in_context(span, self.current_context()))
-
-    def detach(self, token):
-        self.api.detach(token)
+        return self._attach(otel_trace.set_span_in_context(span, self.current_context()))
 
 
 CONTEXT: _MlflowContext | None = None
