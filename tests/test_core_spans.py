@@ -510,3 +510,69 @@ def test_save_load_and_deepcopy_behave_as_untraced(traced, synalinks, lm, tmp_pa
     assert len(traces) == 2
     for trace in traces:
         assert len(trace.data.spans) == 3, render(trace)
+
+
+def test_agent_with_tool_types_and_cost_roll_up(traced, synalinks, lm):
+    Question, Answer = _make_models(synalinks)
+
+    async def calculate(expression: str):
+        """Calculate the result of a mathematical expression.
+
+        Args:
+            expression (str): The mathematical expression to calculate.
+        """
+        return {"result": 4}
+
+    async def main():
+        inputs = synalinks.Input(data_model=Question)
+        outputs = await synalinks.FunctionCallingAgent(
+            data_model=Answer,
+            tools=[synalinks.Tool(calculate)],
+            language_model=lm,
+            max_iterations=3,
+            name="agent",
+        )(inputs)
+        program = synalinks.Program(inputs=inputs, outputs=outputs, name="math")
+        return await program(Question(question="What is 2 + 2?"))
+
+    assert asyncio.run(main()) is not None
+    (trace,) = traced()
+    agent = _by_name(trace, "FunctionCallingAgent:agent")[0]
+    assert agent.span_type == "AGENT"
+    tools = [s for s in trace.data.spans if s.span_type == "TOOL"]
+    assert tools and all(s.name.startswith("Tool") for s in tools), render(trace)
+    chats = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
+    assert len(chats) >= 2, render(trace)  # a tool call, then the final answer
+
+    def descends_from(span, ancestor):
+        by_id = {s.span_id: s for s in trace.data.spans}
+        while span.parent_id is not None:
+            span = by_id[span.parent_id]
+            if span.span_id == ancestor.span_id:
+                return True
+        return False
+
+    assert all(descends_from(s, agent) for s in tools + chats), render(trace)
+    lm_total = sum(s.attributes["synalinks.cost"] for s in chats)
+    assert lm_total > 0
+    assert agent.attributes["synalinks.cost"] == pytest.approx(lm_total)
+    assert _root(trace).attributes["synalinks.cost"] == pytest.approx(lm_total)
+
+
+def test_lm_reported_failure_marks_the_span(traced, synalinks, lm_factory, fake_llm):
+    Question, Answer = _make_models(synalinks)
+    lm = lm_factory(retry=1, max_retries=0)
+
+    async def main():
+        program, _ = await _qa_program(synalinks, lm, name="broken_lm")
+        fake_llm.inject_errors()
+        return await program(Question(question="anyone there?"))
+
+    with pytest.warns(UserWarning):
+        assert asyncio.run(main()) is None  # Synalinks swallows the LM failure
+    (trace,) = traced()
+    (chat,) = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
+    assert chat.attributes["synalinks.success"] is False
+    assert chat.status.status_code == "ERROR"
+    (event,) = [e for e in chat.events if e.name == "exception"]
+    assert "injected failure" in event.attributes["exception.message"]
