@@ -11,6 +11,7 @@ the traces' experiment and source-run link.
 import asyncio
 import json
 import logging
+import os
 import threading
 import types
 import xml.etree.ElementTree as ElementTree
@@ -22,6 +23,9 @@ from traces import load_traces
 
 TRACES = "synalinks_traces_test"
 SOURCE_RUN = "mlflow.sourceRun"
+# Generous: a new SQLite store runs its migrations on the exporter thread first, which
+# takes long on a loaded machine.
+FLUSH_TIMEOUT = 120
 
 
 # -- fixtures and helpers --------------------------------------------------------------
@@ -49,7 +53,7 @@ def obs(monkeypatch):
 
     monkeypatch.delenv("SYNALINKS_OBS_AUTOLOG_TRAINING", raising=False)
     yield synalinks_obs
-    synalinks_obs.flush()
+    synalinks_obs.flush(FLUSH_TIMEOUT)
     synalinks_obs.uninstrument()
     assert spans._ACTIVE_RUNS == [], "a training run left its trace destination active"
     assert spans.DESTINATION_OVERRIDE.get() is None
@@ -172,7 +176,7 @@ class TestMonitorRun:
             return program, fresh, monitor, history, initial
 
         program, fresh, monitor, history, initial = asyncio.run(main())
-        synalinks_obs.flush()
+        assert synalinks_obs.flush(FLUSH_TIMEOUT)
         yield types.SimpleNamespace(
             uri=uri, program=program, fresh=fresh, monitor=monitor, history=history,
             initial=initial, run=client(uri).get_run(monitor.run_id),
@@ -307,7 +311,7 @@ def test_autolog_logs_fit_once_even_with_synalinks_own_flag_on(
         return await fit(sl, program)
 
     history = asyncio.run(main())
-    obs.flush()
+    assert obs.flush(FLUSH_TIMEOUT)
     assert history.history["reward"] == [1.0, 1.0]
     runs = all_runs(sqlite_uri)
     assert len(runs) == 1
@@ -335,7 +339,7 @@ def test_autolog_of_a_standalone_evaluate(obs, sl, lm, sqlite_uri):
         return await program.evaluate(x=x, y=y, batch_size=2, verbose=0)
 
     logs = asyncio.run(main())
-    obs.flush()
+    assert obs.flush(FLUSH_TIMEOUT)
     assert logs["reward"] == 1.0
     [run] = all_runs(sqlite_uri)
     assert run.info.status == "FINISHED"
@@ -359,7 +363,7 @@ def test_autolog_off_by_environment(obs, sl, lm, sqlite_uri, monkeypatch):
         return await fit(sl, program, epochs=1)
 
     history = asyncio.run(main())
-    obs.flush()
+    assert obs.flush(FLUSH_TIMEOUT)
     assert history.history["reward"] == [1.0]
     assert all_runs(sqlite_uri) == []
     # tracing itself goes on: the calls of fit() are traced into the tracing experiment
@@ -408,7 +412,7 @@ def test_run_is_failed_when_fit_raises_or_is_interrupted(obs, sl, lm, sqlite_uri
 
     with pytest.raises(error, match="stopped in epoch 0"):
         asyncio.run(main())
-    obs.flush()
+    assert obs.flush(FLUSH_TIMEOUT)
     run = client(sqlite_uri).get_run(monitor.run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["synalinks.error"] == f"{error.__name__}: stopped in epoch 0"
@@ -482,7 +486,7 @@ def test_calls_from_callback_threads_join_the_run(obs, sl, lm, sqlite_uri):
         await fit(sl, program, [monitor, SideCalls()])
 
     asyncio.run(main())
-    obs.flush()
+    assert obs.flush(FLUSH_TIMEOUT)
     assert not errors
     run_id = monitor.run_id
 
@@ -504,17 +508,81 @@ def test_calls_from_callback_threads_join_the_run(obs, sl, lm, sqlite_uri):
 # One uvicorn worker starts fastest; the timeout leaves room for a loaded machine.
 SERVER_OPTIONS = ("--workers=1",)
 SERVER_START_TIMEOUT = 240
+NO_PROXY_OPTIONS = (
+    "--no-serve-artifacts",
+    # a path on the server's disk that this client cannot create (EPERM even as root)
+    "--default-artifact-root=file:///sys/synalinks-obs/artifacts",
+)
 
 
+class _StartingServer:
+    """An MlflowServer (tests/conftest.py), started on a background thread at once, or
+    (``background=False``) by the first test that needs it."""
+
+    def __init__(self, workdir, args, background=True):
+        from conftest import MlflowServer
+
+        self.server = MlflowServer(workdir, args)
+        self.error = None
+        self.thread = threading.Thread(target=self._start, daemon=True)
+        if background:
+            self.thread.start()
+
+    def _start(self):
+        try:
+            self.server.start(SERVER_START_TIMEOUT)
+        except BaseException as exc:  # raised in the test that needs the server
+            self.error = exc
+
+    def ready(self):
+        if self.thread.ident is None:
+            self.thread.start()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.server
+
+    def stop(self):
+        if self.thread.ident is not None:
+            self.thread.join()
+        self.server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def servers(request, tmp_path_factory):
+    """The two real servers of the remote tests. In a plain run they start in the
+    background as soon as the module's first test runs (their start-up, ~20 s each,
+    overlaps the in-process tests), and only when a remote test is selected; under
+    pytest-xdist a worker starts one when one of its tests needs it."""
+    module_items = [i for i in request.session.items if i.module is request.module]
+    background = "PYTEST_XDIST_WORKER" not in os.environ and any(
+        i.get_closest_marker("server") for i in module_items
+    )
+    starting = types.SimpleNamespace(
+        proxy=_StartingServer(
+            tmp_path_factory.mktemp("proxy-server"), SERVER_OPTIONS, background
+        ),
+        no_proxy=_StartingServer(
+            tmp_path_factory.mktemp("no-proxy-server"),
+            (*SERVER_OPTIONS, *NO_PROXY_OPTIONS),
+            background,
+        ),
+    )
+    yield starting
+    starting.proxy.stop()
+    starting.no_proxy.stop()
+
+
+@pytest.mark.server
 def test_artifacts_and_traces_reach_a_server_through_the_artifact_proxy(
-    obs, sl, lm, mlflow_server_factory, tmp_path
+    obs, sl, lm, servers, tmp_path
 ):
     """`mlflow server --serve-artifacts --default-artifact-root mlflow-artifacts:/
     --artifacts-destination DIR`: the artifacts land in DIR, the traces in the server's
     store, linked to the run."""
     from synalinks_obs.callbacks import Monitor
 
-    mlflow_server = mlflow_server_factory(*SERVER_OPTIONS, timeout=SERVER_START_TIMEOUT)
+    mlflow_server = servers.proxy.ready()
     assert "--serve-artifacts" in mlflow_server.args
     uri = mlflow_server.uri
     obs.enable(tracking_uri=uri, experiment_name=f"{TRACES}_{tmp_path.name}")
@@ -526,7 +594,7 @@ def test_artifacts_and_traces_reach_a_server_through_the_artifact_proxy(
         await fit(sl, program, [monitor], epochs=1)
 
     asyncio.run(main())
-    obs.flush()
+    assert obs.flush(FLUSH_TIMEOUT)
     run = client(uri).get_run(monitor.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -544,20 +612,17 @@ def test_artifacts_and_traces_reach_a_server_through_the_artifact_proxy(
     assert len(traces) >= 6
 
 
+@pytest.mark.server
 def test_a_server_without_artifact_proxy_gives_one_clear_warning(
-    obs, sl, lm, mlflow_server_factory, caplog
+    obs, sl, lm, servers, caplog
 ):
     """The seed's PermissionError case: the server hands out a path on its own disk
     (here one nobody can create) instead of proxying. One warning naming
     --serve-artifacts; training, metrics and the run status are unaffected."""
     from synalinks_obs.callbacks import Monitor
 
-    server = mlflow_server_factory(
-        *SERVER_OPTIONS,
-        "--no-serve-artifacts",
-        "--default-artifact-root=file:///sys/synalinks-obs/artifacts",
-        timeout=SERVER_START_TIMEOUT,
-    )
+    server = servers.no_proxy.ready()
+    assert "--serve-artifacts" not in server.args
     monitor = Monitor(tracking_uri=server.uri, experiment_name="no_proxy")
 
     async def main():
@@ -577,3 +642,32 @@ def test_a_server_without_artifact_proxy_gives_one_clear_warning(
     run = client(server.uri).get_run(monitor.run_id)
     assert run.info.status == "FINISHED"
     assert steps(server.uri, monitor.run_id, "reward") == [0]
+
+
+def test_a_tracking_server_that_is_down_costs_one_warning(obs, sl, lm, caplog):
+    """Nothing listens on the port: no run, one warning, training unaffected (and not
+    held up by MLflow's client retrying for minutes)."""
+    import socket
+    import time
+
+    from synalinks_obs.callbacks import Monitor
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # free once closed: nothing listens there
+    monitor = Monitor(tracking_uri=f"http://127.0.0.1:{port}")
+
+    async def main():
+        program = await build_program(sl, lm, name="offline_program")
+        compile_program(sl, program)
+        started = time.monotonic()
+        history = await fit(sl, program, [monitor], epochs=1)
+        return history, time.monotonic() - started
+
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        history, seconds = asyncio.run(main())
+    assert history.history["reward"] == [1.0]
+    assert monitor.run_id is None
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("synalinks_obs")]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0], warnings
+    assert seconds < 30

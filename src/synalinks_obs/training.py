@@ -88,6 +88,7 @@ class _Run:
         self.token = None
         self.t0 = time.perf_counter()
         self.artifacts_failed = False
+        self.broken = False  # the store failed a call: nothing more is sent for this run
         self.last_step = 0
 
 
@@ -150,7 +151,7 @@ class Monitor(Callback):
         self._steps = {"train": 0, "val": 0, "test": 0}
         if not self._start_run("train"):
             return
-        self._guard("params", self._log_params)
+        self._store("params", self._log_params)
         self._fit_usage = self._guard("usage", _lm_usage, self.program)
         if self.log_program_plot:
             self._guard("program plot", self._log_program_plot)
@@ -168,7 +169,7 @@ class Monitor(Callback):
             metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
         metrics.update(self._usage_delta("epoch", self._epoch_usage))
         run.last_step = epoch
-        self._guard("metrics", self._log_metrics, metrics, epoch)
+        self._store("metrics", self._log_metrics, metrics, epoch)
 
     def on_train_batch_end(self, batch, logs=None):
         self._log_batch("train", logs)
@@ -181,7 +182,7 @@ class Monitor(Callback):
         if self.log_epoch_metrics:
             metrics = {"fit_duration_s": time.perf_counter() - run.t0}
             metrics.update(self._usage_delta("fit", self._fit_usage))
-            self._guard("metrics", self._log_metrics, metrics, run.last_step)
+            self._store("metrics", self._log_metrics, metrics, run.last_step)
         if self.log_program_model:
             self._guard("program model", self._log_program_model)
         self._end_run("FINISHED")
@@ -193,7 +194,7 @@ class Monitor(Callback):
         self._end_open_run("FAILED")
         self._steps = {"train": 0, "val": 0, "test": 0}
         if self._start_run("evaluate"):
-            self._guard("params", self._log_params)
+            self._store("params", self._log_params)
 
     def on_test_batch_end(self, batch, logs=None):
         self._log_batch("val" if self._in_training else "test", logs)
@@ -204,7 +205,7 @@ class Monitor(Callback):
             return
         metrics = _numeric(logs)
         metrics["eval_duration_s"] = time.perf_counter() - run.t0
-        self._guard("metrics", self._log_metrics, metrics, 0)
+        self._store("metrics", self._log_metrics, metrics, 0)
         self._end_run("FINISHED")
 
     # -- failure (called by the fit()/evaluate() wrapper) -----------------------------
@@ -215,7 +216,7 @@ class Monitor(Callback):
         if run is None:
             return
         message = _first_line(error)
-        self._guard(
+        self._store(
             "tags",
             run.client.set_tag,
             run.run_id,
@@ -226,6 +227,7 @@ class Monitor(Callback):
 
     # -- the run ----------------------------------------------------------------------
     def _start_run(self, kind: str) -> bool:
+        self.run_id = None
         try:
             self._run = self._create_run(kind)
         except Exception as exc:
@@ -251,6 +253,7 @@ class Monitor(Callback):
         program = self.program
         program_name = _program_name(program)
         tracking_uri = self.tracking_uri or mlflow.get_tracking_uri()
+        _check_reachable(tracking_uri)
         experiment_name = self.experiment_name or program_name
         experiment_id = resolve_experiment(tracking_uri, experiment_name)
         run_name = self.run_name or f"{program_name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -302,7 +305,7 @@ class Monitor(Callback):
             return
         self._deactivate_traces(run)
         self._flush_traces()
-        self._guard("end", run.client.set_terminated, run.run_id, status)
+        self._store("the end", run.client.set_terminated, run.run_id, status, run=run)
 
     def _end_open_run(self, status: str) -> None:
         if self._run is not None:
@@ -316,7 +319,7 @@ class Monitor(Callback):
         tracer = STATE.tracer
         if tracer is not None:
             try:
-                tracer.exporter.flush(min(tracer.settings.flush_timeout, 10.0))
+                tracer.exporter.flush(min(tracer.settings.flush_timeout, 5.0))
             except Exception:
                 pass
 
@@ -350,7 +353,7 @@ class Monitor(Callback):
             step = self._steps[phase]
             self._steps[phase] = step + 1
         metrics = {f"{phase}_batch_{key}": value for key, value in _numeric(logs).items()}
-        self._guard("metrics", self._log_metrics, metrics, step)
+        self._store("metrics", self._log_metrics, metrics, step)
 
     def _usage_delta(self, prefix: str, before) -> dict:
         after = self._guard("usage", _lm_usage, self.program)
@@ -397,6 +400,24 @@ class Monitor(Callback):
             return False
 
     # -- never break training ---------------------------------------------------------
+    def _store(self, what: str, function, *args, run: "_Run | None" = None):
+        """A call to the tracking store for the run. MLflow's client already retried: a
+        failure means the store is gone, so the rest of the run is not sent."""
+        run = run or self._run
+        if run is None or run.broken:
+            return None
+        try:
+            return function(*args)
+        except Exception as exc:
+            run.broken = True
+            self._warn(
+                "store",
+                f"synalinks-obs: the tracking store at {run.tracking_uri} failed while "
+                f"logging {what} of run {run.run_id} ({type(exc).__name__}: "
+                f"{_first_line(exc)}); the rest of this run is not logged, training goes on",
+            )
+            return None
+
     def _guard(self, what: str, function, *args):
         try:
             return function(*args)
@@ -413,6 +434,24 @@ class Monitor(Callback):
             return
         self._warned.add(key)
         _logger.warning(message)
+
+
+def _check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast for a server that is down (MLflow's own client retries for minutes)."""
+    parsed = urlparse(tracking_uri or "")
+    if parsed.scheme not in ("http", "https"):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered (a proxy or auth in front of /health): let MLflow's client try
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionError(f"no MLflow server answers at {tracking_uri} ({reason})") from None
 
 
 def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
