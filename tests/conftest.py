@@ -292,9 +292,10 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture
 def mlflow_server_factory(tmp_path_factory):
-    """``factory(*extra_args, timeout=90)`` starts another `MlflowServer`
-    (e.g. ``factory("--no-serve-artifacts")``); all are stopped after the
-    test. Each start takes ~20 s (4 uvicorn workers importing mlflow)."""
+    """``factory(*extra_args, timeout=SERVER_START_TIMEOUT)`` starts another
+    `MlflowServer` (e.g. ``factory("--no-serve-artifacts")``); all are stopped
+    after the test. Each start takes 20-45 s here (4 uvicorn workers importing
+    mlflow; ``"--workers", "1"`` is faster) and each stop ~5 s."""
     servers = []
 
     def start(*extra_args, timeout=SERVER_START_TIMEOUT):
