@@ -24,13 +24,14 @@ _ADOPTED_EXPERIMENT = None  # the MLflow active experiment we set (not the app)
 
 
 class Tracer:
-    def __init__(self, settings, tracking_uri: str):
+    def __init__(self, settings, tracking_uri: str, prefetch: bool = True):
         self.settings = settings
         self.capture_payloads = settings.capture_payloads
         self.sample_rate = settings.sample_rate
         self.destination = Destination(tracking_uri, settings.experiment_name)
         self.exporter = shared_exporter(settings)
-        self.exporter.prefetch(self.destination, then=self._adopt_as_active_experiment)
+        if prefetch:  # False: the tracer of Monitor hooks, which has no experiment of its own
+            self.exporter.prefetch(self.destination, then=self._adopt_as_active_experiment)
         self._usage_getters: dict[type, object] = {}
         self._reported: set[str] = set()
         from mlflow.tracing.trace_manager import InMemoryTraceManager
@@ -50,8 +51,9 @@ class Tracer:
         from mlflow.tracking import fluent
 
         global _ADOPTED_EXPERIMENT
-        active = fluent._active_experiment_id
-        if (active and active != _ADOPTED_EXPERIMENT) or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        # set_experiment also exports MLFLOW_EXPERIMENT_ID: ours when it equals what we set.
+        chosen = fluent._active_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if chosen and chosen != _ADOPTED_EXPERIMENT:
             return  # the app chose its experiment
         try:
             import mlflow
@@ -62,14 +64,16 @@ class Tracer:
             self.internal_error("set active experiment", exc)
 
     # -- traces -----------------------------------------------------------------------
-    def new_trace(self, args=()) -> TraceRecord:
-        destination = spans.DESTINATION_OVERRIDE.get() or spans.run_destination_fallback()
+    def new_trace(self, args=(), destination=None) -> TraceRecord:
+        """A new trace; ``destination`` (a Monitor hook's) wins over every other."""
         if destination is None:
-            destination = self.destination
-        elif destination.run_id is not None and args and capture_args(args)[1]:
-            # Program building (symbolic calls) stays in the tracing experiment, even
-            # while a training run is active.
-            destination = self.destination
+            destination = spans.DESTINATION_OVERRIDE.get() or spans.run_destination_fallback()
+            if destination is None:
+                destination = self.destination
+            elif destination.run_id is not None and args and capture_args(args)[1]:
+                # Program building (symbolic calls) stays in the tracing experiment, even
+                # while a training run is active.
+                destination = self.destination
         rng = IDS.rng
         sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
         trace = TraceRecord(rng.getrandbits(128) or 1, destination, sampled)
@@ -136,7 +140,7 @@ class Tracer:
         spans.finish(record, outputs, error, usage, self.capture_payloads)
         self.exporter.submit(record)
         trace = record.trace
-        if trace.registered and record.parent is None:
+        if trace.registered and record.parent_span_id is None:  # the trace's root
             trace.registered = False
             try:
                 self._unregister(trace)
