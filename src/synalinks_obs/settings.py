@@ -69,7 +69,8 @@ class Settings(BaseSettings):
         default=True, description="Log fit()/evaluate() to MLflow when tracing is on."
     )
     flush_timeout: float = Field(
-        default=10.0, ge=0.0, description="Seconds the exit flush may take at most."
+        # A new sqlite store's first-time set-up alone can take several seconds.
+        default=30.0, ge=0.0, description="Seconds the exit flush may take at most."
     )
     max_queue_spans: int = Field(
         default=100_000, ge=1, description="Finished spans buffered before new ones are dropped."
