@@ -112,8 +112,8 @@ def activation_source() -> str | None:
 
 def flush(timeout: float | None = None) -> bool:
     """Write every finished span now; True when nothing is left (bounded by ``timeout``)."""
-    from synalinks_obs.instrument import STATE
-
+    if "synalinks_obs.export" not in sys.modules:
+        return True  # tracing never started: nothing to write
     from synalinks_obs.export import current_exporter
 
     exporter = current_exporter()
@@ -124,8 +124,6 @@ def flush(timeout: float | None = None) -> bool:
 
 def _flush_mlflow_spans(timeout: float | None) -> None:
     """Also write spans users opened with MLflow's own API inside our traces."""
-    import sys
-
     if "mlflow" not in sys.modules:
         return
     try:
@@ -254,7 +252,8 @@ def _install_training_autolog() -> None:
 def __getattr__(name):
     if name == "__version__":
         return _version()
-    if name in ("callbacks", "training"):  # synalinks_obs.callbacks.Monitor (imports synalinks)
+    # synalinks_obs.callbacks.Monitor, synalinks_obs.hooks.Monitor (these import synalinks)
+    if name in ("callbacks", "training", "hooks"):
         import importlib
 
         return importlib.import_module(f"synalinks_obs.{name}")
