@@ -385,6 +385,49 @@ def test_a_users_synalinks_monitor_wins_over_autolog(obs, sl, sqlite_uri):
     assert ours is not None and ours[1][0].autolog
 
 
+def test_program_plot_of_sequential_and_subclassed_programs(sl, lm):
+    """The plot needs no Graphviz for any kind of program: a Sequential is a chain, a
+    subclassed program lists its modules."""
+    from synalinks_obs.training import describe_program, render_svg, render_text
+
+    synalinks = sl.synalinks
+
+    class TwoSteps(synalinks.Program):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.draft = synalinks.Generator(data_model=sl.Answer, language_model=lm, name="draft")
+            self.final = synalinks.Generator(data_model=sl.Answer, language_model=lm, name="final")
+
+        async def call(self, inputs, training=False):
+            return await self.final(await self.draft(inputs))
+
+    async def main():
+        sequential = synalinks.Sequential(
+            [synalinks.Input(data_model=sl.Question),
+             synalinks.Generator(data_model=sl.Answer, language_model=lm, name="only")],
+            name="chain", description="A chain",
+        )
+        subclassed = TwoSteps(name="two_steps", description="Draft then final")
+        await subclassed(sl.Question(question="Built by a first call?"))
+        return sequential, subclassed
+
+    sequential, subclassed = asyncio.run(main())
+    chain = describe_program(sequential)
+    assert [(m["class"], m["trainable"]) for m in chain["modules"]] == [
+        ("InputModule", None), ("Generator", True),
+    ]
+    assert chain["edges"] == [(0, 1)]
+    two = describe_program(subclassed)
+    assert [(m["name"], m["class"], m["trainable"]) for m in two["modules"]] == [
+        ("draft", "Generator", True), ("final", "Generator", True),
+    ]
+    for description in (chain, two):
+        root = ElementTree.fromstring(render_svg(description))
+        names = {g.get("data-name") for g in root.iter() if g.tag.endswith("}g")}
+        assert names == {m["name"] for m in description["modules"]}
+        assert f"Program: {description['name']}" in render_text(description)
+
+
 # -- failures ----------------------------------------------------------------------------
 
 

@@ -647,7 +647,8 @@ def _fields(schema) -> str:
             if "$ref" in spec:
                 kind = spec["$ref"].rsplit("/", 1)[-1]
             elif "anyOf" in spec:
-                kind = "|".join(str(s.get("type", "?")) for s in spec["anyOf"] if isinstance(s, dict))
+                options = [s for s in spec["anyOf"] if isinstance(s, dict)]
+                kind = "|".join(str(s.get("type", "?")) for s in options)
         parts.append(f"{name}: {kind or 'any'}")
     title = schema.get("title", "")
     return f"{title}({', '.join(parts)})" if title else ", ".join(parts)
@@ -713,10 +714,9 @@ def render_svg(description: dict) -> str:
     bodies = []
     for module in modules:
         body = [("title", f"{module['name']} ({module['class']})")]
-        if module["input_schema"] is not None:
-            body += [("text", line) for line in _wrap_text("in: " + _fields(module["input_schema"]))]
-        if module["output_schema"] is not None:
-            body += [("text", line) for line in _wrap_text("out: " + _fields(module["output_schema"]))]
+        for label, key in (("in", "input_schema"), ("out", "output_schema")):
+            if module[key] is not None:
+                body += [("text", line) for line in _wrap_text(f"{label}: {_fields(module[key])}")]
         if module["trainable"] is not None:
             body.append(("badge", "Trainable" if module["trainable"] else "Non-trainable"))
         bodies.append(body)
