@@ -202,6 +202,10 @@ class MlflowServer:
         }
         given = {_option_name(arg) for arg in extra}
         args = ["--host", "127.0.0.1", "--port", str(self.port)]
+        if "--workers" not in given:
+            # One worker: each extra worker imports all of mlflow again (seconds of CPU on
+            # a 2-core CI machine) and a test client never needs the concurrency.
+            args += ["--workers", "1"]
         for option, value in defaults.items():
             if option not in given:
                 args += [option, value]
