@@ -35,6 +35,10 @@ class _State:
     patched: dict = {}  # class -> original __call__
     had_own_init_subclass = False
     original_init_subclass = None
+    # Set by synalinks_obs.hooks once a Monitor hook exists: ``route(module, tracer)``
+    # returns the ``(tracer, destination)`` of a call (a monitored module's own
+    # experiment; None: where it would go anyway).
+    route = None
 
 
 STATE = _State()
@@ -47,16 +51,21 @@ def _wrap_call(original):
     @functools.wraps(original)
     async def __call__(self, *args, **kwargs):
         tracer = STATE.tracer
+        destination = None
+        route = STATE.route
+        if route is not None:  # a synalinks_obs.hooks.Monitor exists in this process
+            tracer, destination = route(self, tracer)
         if tracer is None:
             return await original(self, *args, **kwargs)
         parent = current.get()
         if parent is not None and (
             not parent.trace.sampled or (parent.module_id == id(self) and parent.end_ns is None)
-        ):
-            # Inside an unsampled trace, or the super().__call__ of a traced override.
+        ) and (destination is None or destination == parent.trace.destination):
+            # Inside an unsampled trace, or the super().__call__ of a traced override
+            # (unless a monitored module starts its own trace here).
             return await original(self, *args, **kwargs)
         try:
-            record = begin(self, args, kwargs, tracer)
+            record = begin(self, args, kwargs, tracer, destination)
             if not record.trace.sampled:
                 tokens = enter(record)
                 try:
@@ -164,6 +173,7 @@ def uninstrument() -> None:
         except AttributeError:
             pass
     STATE.module_class = None
+    STATE.route = None
 
 
 def is_instrumented() -> bool:

@@ -206,8 +206,12 @@ def _safe_text(getter) -> str:
         return ""
 
 
-def begin(module, args, kwargs, tracer) -> CallRecord:
-    """Open the record of a call (no I/O). The caller enters it with ``enter``."""
+def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
+    """Open the record of a call (no I/O). The caller enters it with ``enter``.
+
+    ``destination`` (a module's ``synalinks_obs.hooks.Monitor``): the call starts a trace
+    there unless its trace already goes there; it keeps its parent (call id, cost).
+    """
     parent = _CURRENT.get()
     otel_parent = CONTEXT.current_span()
     parent_span_id = None
@@ -230,7 +234,11 @@ def begin(module, args, kwargs, tracer) -> CallRecord:
             trace = parent.trace
             parent_span_id = parent.span_id
         else:
-            trace = tracer.new_trace(args)
+            trace = tracer.new_trace(args, destination)
+    if destination is not None and trace.destination != destination:
+        # A monitored module inside a trace going elsewhere: its own trace, as a root.
+        trace = tracer.new_trace(args, destination)
+        parent_span_id = None
     record = CallRecord(trace)
     record.parent = parent
     record.parent_span_id = parent_span_id
