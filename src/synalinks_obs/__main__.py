@@ -3,6 +3,8 @@
 Commands:
     traces   print the most recent traces of an experiment as span trees
              (``python -m synalinks_obs traces --help``)
+    doctor   check the set-up, one line per check with the fix; exit 0 when all pass
+             (``python -m synalinks_obs doctor --help``)
 
 To run a program traced, use the launcher: ``python -m synalinks_obs.run app.py``.
 """
@@ -11,6 +13,7 @@ import sys
 
 COMMANDS = {
     "traces": ("synalinks_obs.traces_view", "print recent traces as span trees"),
+    "doctor": ("synalinks_obs.doctor", "check the set-up: tracing, versions, server, artifact proxy"),
 }
 
 
