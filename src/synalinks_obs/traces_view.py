@@ -1,16 +1,20 @@
 """A terminal view of recorded traces: ``python -m synalinks_obs traces``.
 
-Prints the most recent traces of an experiment as trees, one line per span::
+Prints the most recent traces of an experiment as trees (drawn by ``rich``), one line per
+span, readable without a browser (over SSH, in a CI log)::
 
-    trace tr-69e5...  2026-11-26 21:14:15  1.71 s  3 spans  $0.000021
-    └── Functional:qa_program  CHAIN  1.71 s  $0.000021
-        └── Generator:answer_generator  LLM  1.70 s  $0.000021
-            └── LanguageModel:language_model  CHAT_MODEL  1.69 s  $0.000021  120+12 tokens
+    trace tr-69e5...  2026-11-26 21:14:15  1.71 s  3 spans  $0.000021  OK
+    └── Functional:qa_program  CHAIN  1.71 s  $0.000021  OK
+        └── Generator:answer_generator  LLM  1.70 s  $0.000021  OK
+            └── LanguageModel:language_model  CHAT_MODEL  1.69 s  $0.000021  120+12 tokens  OK
 
-with the span type, the wall duration, the LM cost of the call including its children
-(``synalinks.cost``), token usage when MLflow's chat attributes carry it, and
-``ERROR <exception>`` for failed calls. Plain text, no colours: it reads the same in a
-terminal, a log file or a CI transcript.
+Each line: span name, span type, wall duration, the LM cost of the call including its
+children (``synalinks.cost``), token usage when MLflow's chat attributes carry it, and the
+status: ``OK``, or ``ERROR`` followed by the exception (``ValueError: message``) on failed
+calls. Colours only on a terminal; piped output is plain text and never wrapped.
+
+    python -m synalinks_obs traces [--last N] [--experiment NAME] [--tracking-uri URI]
+                                   [--since-ms MS] [--symbolic]
 """
 
 import argparse
@@ -35,6 +39,8 @@ def _parser():
     )
     parser.add_argument(
         "--experiment-name",
+        "--experiment",
+        dest="experiment_name",
         default=None,
         help=f"experiment to read (default: $MLFLOW_EXPERIMENT_NAME, else {DEFAULT_EXPERIMENT})",
     )
@@ -71,32 +77,61 @@ def _seconds(value):
     return f"{value:.2f} s"
 
 
-def _span_line(span):
+def _status(span):
+    status = getattr(getattr(span, "status", None), "status_code", None)
+    return str(getattr(status, "value", status) or "UNSET")
+
+
+def _exception(span):
+    """``Type: message`` of the span's exception event (first line), or None."""
+    event = next((e for e in span.events or [] if e.name == "exception"), None)
+    if event is None:
+        return None
+    attributes = event.attributes or {}
+    message = str(attributes.get("exception.message", "")).strip().splitlines()
+    text = f"{attributes.get('exception.type', 'Exception')}: {message[0] if message else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _span_label(span):
+    """One span as a ``rich`` Text: name, type, duration, cost, tokens, status."""
+    from rich.text import Text
+
     start, end = span.start_time_ns, span.end_time_ns
     duration = (end - start) / 1e9 if start is not None and end is not None else None
-    parts = [span.name, str(span.span_type or "UNKNOWN"), _seconds(duration)]
+    label = Text()
+    label.append(span.name, style="bold")
+    label.append("  ")
+    label.append(str(span.span_type or "UNKNOWN"), style="cyan")
+    extras = [_seconds(duration)]
     cost = _attribute(span, "synalinks.cost")
     if isinstance(cost, (int, float)) and cost:
-        parts.append(f"${cost:.6f}")
+        extras.append(f"${cost:.6f}")
     usage = _attribute(span, "mlflow.chat.tokenUsage")
     if isinstance(usage, dict) and usage.get("input_tokens") is not None:
-        parts.append(f"{usage.get('input_tokens')}+{usage.get('output_tokens', 0)} tokens")
+        extras.append(f"{usage.get('input_tokens')}+{usage.get('output_tokens', 0)} tokens")
     if _attribute(span, "synalinks.is_symbolic") is True:
-        parts.append("symbolic")
-    status = getattr(getattr(span, "status", None), "status_code", None)
-    if str(getattr(status, "value", status)) == "ERROR":
-        error = next((e for e in span.events or [] if e.name == "exception"), None)
-        if error is not None:
-            attributes = error.attributes or {}
-            parts.append(
-                f"ERROR {attributes.get('exception.type', '')}: {attributes.get('exception.message', '')}"
-            )
-        else:
-            parts.append("ERROR")
-    return "  ".join(p for p in parts if p)
+        extras.append("symbolic")
+    for extra in extras:
+        if extra:
+            label.append("  " + extra)
+    status = _status(span)
+    if status == "ERROR":
+        label.append("  ")
+        label.append("ERROR", style="bold red")
+        error = _exception(span)
+        if error:
+            label.append("  " + error, style="red")
+    else:
+        label.append("  ")
+        label.append("OK" if status in ("OK", "UNSET") else status, style="green")
+    return label
 
 
-def _tree_lines(trace):
+def build_tree(trace):
+    """The trace as a ``rich.tree.Tree``: the header, then the spans by start time."""
+    from rich.tree import Tree
+
     spans = sorted(trace.data.spans, key=lambda s: s.start_time_ns or 0)
     ids = {s.span_id for s in spans}
     children = {}
@@ -106,20 +141,21 @@ def _tree_lines(trace):
             children.setdefault(span.parent_id, []).append(span)
         else:
             roots.append(span)
-    lines = []
+    tree = Tree(_trace_header(trace), guide_style="dim")
 
-    def walk(span, prefix, last):
-        lines.append(prefix + ("└── " if last else "├── ") + _span_line(span))
-        kids = children.get(span.span_id, [])
-        for i, child in enumerate(kids):
-            walk(child, prefix + ("    " if last else "│   "), i == len(kids) - 1)
+    def add(node, span):
+        branch = node.add(_span_label(span))
+        for child in children.get(span.span_id, []):
+            add(branch, child)
 
-    for i, root in enumerate(roots):
-        walk(root, "", i == len(roots) - 1)
-    return lines
+    for root in roots:
+        add(tree, root)
+    return tree
 
 
 def _trace_header(trace):
+    from rich.text import Text
+
     info = trace.info
     started = datetime.datetime.fromtimestamp(info.request_time / 1000).strftime("%Y-%m-%d %H:%M:%S")
     duration = info.execution_duration / 1000 if info.execution_duration is not None else None
@@ -127,10 +163,15 @@ def _trace_header(trace):
     cost = sum(
         c for c in (_attribute(s, "synalinks.cost") for s in roots) if isinstance(c, (int, float))
     )
-    parts = [f"trace {info.trace_id}", started, _seconds(duration), f"{len(trace.data.spans)} spans"]
+    parts = [f"trace {info.trace_id}", started, _seconds(duration), f"{len(trace.data.spans)} span{'' if len(trace.data.spans) == 1 else 's'}"]
     if cost:
         parts.append(f"${cost:.6f}")
-    return "  ".join(p for p in parts if p)
+    header = Text("  ".join(p for p in parts if p), style="bold")
+    state = str(getattr(info.state, "value", info.state) or "")
+    if state:
+        header.append("  ")
+        header.append(state, style="bold red" if state == "ERROR" else "green")
+    return header
 
 
 def _is_symbolic_only(trace):
@@ -172,6 +213,15 @@ def load(tracking_uri, experiment_name, last, since_ms=None, symbolic=False):
     return list(reversed(found))
 
 
+def _console():
+    """A console for stdout: colours on a terminal only; piped output is never wrapped."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=100_000, no_color=True, color_system=None)
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
@@ -188,12 +238,11 @@ def main(argv=None):
         return 1
     noun = "trace" if len(traces) == 1 else "traces"
     kind = noun if args.symbolic else f"{noun} of real (non-symbolic) calls"
-    print(f"{len(traces)} {kind} in experiment {experiment_name!r} at {shown_uri}")
+    console = _console()
+    console.print(f"{len(traces)} {kind} in experiment {experiment_name!r} at {shown_uri}", markup=False)
     for trace in traces:
-        print()
-        print(_trace_header(trace))
-        for line in _tree_lines(trace):
-            print("  " + line)
+        console.print()
+        console.print(build_tree(trace))
     return 0
 
 
