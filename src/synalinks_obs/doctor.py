@@ -381,8 +381,8 @@ def check_trace_write(store: _Store) -> Check:
             pass
     except Exception as exc:
         return Check(name, False, f"writing a span failed ({type(exc).__name__}: {_first_line(exc)})",
-                     "check the server's log; an MLflow server older than the client cannot take "
-                     "spans: upgrade the server to mlflow >= 3.5")
+                     "check the server's log; an MLflow server older than 3.4 cannot take spans "
+                     "(log_spans): upgrade it, ideally to the client's mlflow version")
     return Check(name, True, f"a test span was written to experiment {experiment_id}, read back "
                  "and deleted")
 
