@@ -1,17 +1,29 @@
 """Finished call records -> MLflow spans in the tracking store, off the calling thread.
 
 The calling thread only appends a finished ``CallRecord`` to a bounded queue. One daemon
-thread per process wakes every ``export_interval`` seconds (or when a batch is full),
-turns the records into ``mlflow.entities.Span`` objects, and writes them with MLflow's
-store-level ``log_spans``: many spans of many traces in one call, which creates the trace
-rows as needed. Spans therefore stream out during the run.
+thread per process wakes every ``export_interval`` seconds (or when a batch is full or
+a flush is asked for) and turns the records into plain span tuples
+(``record_to_wire``: payloads serialised, redacted and truncated here). The tuples go
+to a *sink*:
+
+- by default a separate exporter process (``synalinks_obs._writer``, started at once
+  with the same Python): it builds the MLflow spans and writes them with MLflow's
+  store-level ``log_spans``, many traces per call. MLflow's CPU-heavy serialisation and
+  SQLAlchemy work then runs on another core instead of competing with the app for the
+  GIL, and a store that is down, failing or slow is handled there with a short health
+  probe and our own backoff (MLflow's process-wide HTTP retry settings stay the user's);
+- or, with ``SYNALINKS_OBS_EXPORT_PROCESS=0`` or when that process cannot be started
+  (or dies), the same ``Writer`` inside this thread.
 
 Guarantees:
-- bounded memory: past ``max_queue_spans`` new spans are dropped and counted;
-- a store that fails is reported once (what was dropped and why), not once per span;
-- at interpreter exit, what is queued is flushed before threads are torn down, bounded
-  by ``flush_timeout`` seconds, and anything left is reported;
-- after ``fork()`` the child gets a fresh queue and thread (the parent's are not copied).
+- bounded memory: past ``max_queue_spans`` new spans are dropped and counted (here and
+  in the exporter process, whose buffer has the same cap);
+- what is dropped is reported in one line at exit (count and reasons), not per span;
+  while the store fails, a line is logged at INFO level;
+- at interpreter exit, what is queued is written before threads are torn down, bounded
+  by ``flush_timeout`` seconds (a store known to be down is not waited for);
+- after ``fork()`` the child starts empty: it neither writes nor reports the parent's
+  queued spans (the parent does), and starts its own thread and exporter process.
 """
 
 from __future__ import annotations
@@ -20,16 +32,23 @@ import collections
 import json
 import logging
 import os
+import pickle
+import socket
+import subprocess
 import sys
 import threading
 import time
 import traceback
 
-from synalinks_obs.payloads import to_json
+from synalinks_obs import _writer
+from synalinks_obs._writer import first_line as _first_line
+from synalinks_obs._writer import resolve_experiment  # noqa: F401  (used by training)
+from synalinks_obs._writer import wire_to_span
+from synalinks_obs.payloads import materialize, redactor_for, to_json
 
 _logger = logging.getLogger("synalinks_obs")
 
-BATCH_SIZE = 2_000
+BATCH_SIZE = 2_000  # queued records that wake the exporter thread before its interval
 
 
 class Exporter:
@@ -42,26 +61,52 @@ class Exporter:
     def _reset_state(self):
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
+        self._progress = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
-        self._busy = 0  # records taken off the queue but not yet written
+        self._busy = 0  # records taken off the queue but not yet handed to a sink
         self._stopping = False
+        self._stopped = False
+        self._flush_now = False
+        self._close_deadline = None
         self._pid = os.getpid()
         self._experiment_ids: dict[tuple, str] = {}
-        self._clients: dict = {}
-        self.exported = 0
-        self.dropped = 0
-        self._drop_reasons: collections.Counter = collections.Counter()
+        self._then: dict[tuple, list] = collections.defaultdict(list)
+        self._process: _ProcessSink | None = None  # the exporter process, once started
+        self._process_failed = False
+        self._local: _LocalSink | None = None  # the Writer in this thread, when needed
+        self._lost: collections.Counter = collections.Counter()  # in a dead process
+        self._gone_exported = 0  # written by an exporter process that died later
+        self._drop_reasons: collections.Counter = collections.Counter()  # ours (app side)
         self._warned: set[str] = set()
         self._prefetch: collections.deque = collections.deque()
+        self._prefetching: set = set()
         self._soon: collections.deque = collections.deque()  # callables for the thread
+        self.last_problem = ""
 
-    # -- calling thread -------------------------------------------------------------
+    # -- counters -----------------------------------------------------------------------
+    def _sinks(self):
+        return [sink for sink in (self._process, self._local) if sink is not None]
+
+    @property
+    def exported(self) -> int:
+        return self._gone_exported + sum(sink.exported for sink in self._sinks())
+
+    def drop_reasons(self) -> collections.Counter:
+        reasons = collections.Counter(self._drop_reasons)
+        reasons.update(self._lost)
+        for sink in self._sinks():
+            reasons.update(sink.dropped)
+        return reasons
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drop_reasons().values())
+
+    # -- calling thread -------------------------------------------------------------------
     def submit(self, record) -> None:
-        if self._pid != os.getpid():  # forked child: never reuse the parent's thread
-            self._reset_state()
         queue = self._queue
         if len(queue) >= self.settings.max_queue_spans:
-            self._drop(1, "queue full (the tracking store is slower than the app)")
+            self._drop(1, "queue full (the exporter is slower than the app)")
             return
         queue.append(record)
         if self._thread is None:
@@ -78,7 +123,12 @@ class Exporter:
 
     def prefetch(self, destination, then=None) -> None:
         """Resolve (create) a destination's experiment in the background, then call
-        ``then(experiment_id)`` on the exporter thread if given."""
+        ``then(experiment_id)`` (on a thread of ours) once it is known."""
+        if then is None and not destination.experiment_id:
+            key = (destination.tracking_uri, destination.experiment_name)
+            if key in self._prefetching:
+                return
+            self._prefetching.add(key)
         if self._thread is None:
             self._start()
         self._prefetch.append((destination, then))
@@ -93,6 +143,187 @@ class Exporter:
         with self._cond:
             self._cond.notify()
 
+    # -- exporter thread ----------------------------------------------------------------
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._stopped:
+                return
+            thread = threading.Thread(target=self._run, name="synalinks-obs-exporter", daemon=True)
+            self._thread = thread
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down: no new threads
+            self._thread = None
+
+    def _run(self) -> None:
+        if getattr(self.settings, "export_process", True):
+            try:
+                sink = _ProcessSink(self)
+                if sink.start():
+                    self._process = sink
+                else:
+                    self._process_failed = True
+            except Exception as exc:
+                self._process_failed = True
+                _logger.info("synalinks-obs: cannot start the exporter process (%r)", exc)
+        wait = None
+        while True:
+            with self._cond:
+                if not (
+                    self._queue or self._prefetch or self._soon or self._stopping or self._flush_now
+                ):
+                    interval = self.settings.export_interval
+                    self._cond.wait(interval if wait is None else min(interval, max(wait, 0.01)))
+                stopping = self._stopping
+                urgent = stopping or self._flush_now
+                self._flush_now = False
+            try:
+                self._check_process()
+                self._resolve_prefetched()
+                self._send_available(urgent)
+                self._run_soon()
+                wait = self._local.pump() if self._local is not None else None
+            except Exception as exc:  # never let the thread die
+                self._warn_once("exporter", f"synalinks-obs: exporter error: {exc!r}")
+            if stopping and not self._queue:
+                break
+        for sink in self._sinks():
+            try:
+                sink.close(self._close_deadline)
+            except Exception as exc:
+                self._warn_once("close", f"synalinks-obs: exporter error at exit: {exc!r}")
+
+    def _sink(self, urgent: bool):
+        """Where spans go now: the exporter process once it is ready; until then (if
+        they cannot wait) or without it, the Writer in this thread."""
+        process = self._process
+        if process is not None:
+            if process.ready and not process.finished.is_set():
+                return process
+            if not process.finished.is_set() and not urgent:
+                return None  # starting: keep the records a little longer
+        return self._local_sink()
+
+    def _local_sink(self) -> "_LocalSink":
+        if self._local is None:
+            self._local = _LocalSink(self)
+        return self._local
+
+    def _check_process(self) -> None:
+        """An exporter process that exited unexpectedly: count what it held, go local."""
+        process = self._process
+        if process is None or not process.finished.is_set() or self._stopping:
+            return
+        if process.said_bye:
+            return
+        lost = process.sent - process.exported - sum(process.dropped.values())
+        code = process.process.poll() if process.process is not None else None
+        if lost > 0:
+            self._lost[f"the exporter process exited (code {code})"] += lost
+        self._process_failed = True
+        _logger.info(
+            "synalinks-obs: the exporter process exited (code %s); writing spans from the "
+            "app's process", code,
+        )
+        self._lost.update(process.dropped)
+        self._gone_exported += process.exported
+        self._process = None
+        for key, thens in list(self._then.items()):
+            if thens:
+                self._prefetch.append((_KeyDestination(*key), None))
+
+    def _resolve_prefetched(self) -> None:
+        pending = []
+        while self._prefetch:
+            destination, then = self._prefetch.popleft()
+            key = (destination.tracking_uri, destination.experiment_name)
+            known = self.known_experiment_id(destination)
+            if known is not None:
+                if then is not None:
+                    self._call_then(then, known)
+                continue
+            if then is not None:
+                self._then[key].append(then)
+            pending.append(destination)
+        # Resolved in this process: database stores must be opened here first (see
+        # ``_ready_for_process``), and the app's first traces (and the active experiment
+        # we adopt) should not wait for the exporter process to start.
+        for destination in pending:
+            process = self._process
+            if (
+                _writer._is_http(destination.tracking_uri)
+                and process is not None
+                and process.ready
+                and not process.finished.is_set()
+            ):
+                process.resolve(destination)
+            else:
+                self._local_sink().resolve(destination)
+
+    def _send_available(self, urgent: bool) -> None:
+        queue = self._queue
+        if not queue:
+            return
+        # While the exporter process starts, records wait here unless a flush asks for
+        # them now or the queue fills up.
+        sink = self._sink(urgent or len(queue) >= self.settings.max_queue_spans // 2)
+        if sink is None:
+            return
+        settings = self.settings
+        redactor = redactor_for(settings.redact_key_fragments)
+        while queue:
+            groups: dict = {}
+            count = 0
+            self._busy = min(len(queue), BATCH_SIZE)  # before they leave the queue (flush)
+            try:
+                while count < BATCH_SIZE:
+                    record = queue.popleft()
+                    count += 1
+                    try:
+                        wire = record_to_wire(record, settings, redactor)
+                    except Exception as exc:
+                        self._drop(1, f"internal error converting a span ({type(exc).__name__})")
+                        self._warn_once(
+                            "convert", f"synalinks-obs: cannot convert a span: {exc!r}"
+                        )
+                        continue
+                    groups.setdefault(record.trace.destination, []).append(wire)
+            except IndexError:
+                pass
+            self._busy = count
+            try:
+                for destination, wires in groups.items():
+                    target = sink
+                    if target is self._process and not self._ready_for_process(destination):
+                        target = self._local_sink()
+                    try:
+                        target.send(destination, wires)
+                    except Exception:
+                        if target is self._local:
+                            raise
+                        target.finished.set()
+                        self._check_process()
+                        sink = self._sink(True)
+                        sink.send(destination, wires)
+            finally:
+                self._busy = 0
+
+    def _ready_for_process(self, destination) -> bool:
+        """Whether the exporter process may write to this destination now.
+
+        A database store (sqlite, postgresql...) is created, and its schema migrated, the
+        first time a process opens it, and MLflow's migrations are not safe when two
+        processes run them at once. So the exporter process only gets a database
+        destination once this process has opened it (by resolving its experiment here);
+        servers (``http(s)``) have no such race.
+        """
+        if destination.experiment_id or _writer._is_http(destination.tracking_uri):
+            return True
+        if self.known_experiment_id(destination) is not None:
+            return True
+        self._local_sink().resolve(destination)
+        return self.known_experiment_id(destination) is not None
+
     def _run_soon(self) -> None:
         while self._soon:
             fn = self._soon.popleft()
@@ -101,119 +332,34 @@ class Exporter:
             except Exception as exc:
                 self._warn_once("soon", f"synalinks-obs: deferred task failed: {exc!r}")
 
-    # -- exporter thread --------------------------------------------------------------
-    def _start(self) -> None:
-        with self._cond:
-            if self._thread is not None:
-                return
-            thread = threading.Thread(target=self._run, name="synalinks-obs-exporter", daemon=True)
-            self._thread = thread
-        thread.start()
+    # -- messages from the sinks (the exporter process: its reader thread) --------------
+    def _on_message(self, kind, *args) -> None:
+        if kind == "experiment":
+            key, experiment_id = args
+            key = tuple(key)
+            self._experiment_ids[key] = experiment_id
+            self._prefetching.discard(key)
+            for then in self._then.pop(key, ()):
+                self._call_then(then, experiment_id)
+        elif kind == "problem":
+            self.last_problem = args[0]
+            _logger.info("synalinks-obs: %s; spans are kept and retried", args[0])
+        elif kind == "warning":
+            self._warn_once(args[0], f"synalinks-obs: {args[0]}")
+        with self._progress:
+            self._progress.notify_all()
 
-    def _run(self) -> None:
-        interval = self.settings.export_interval
-        while True:
-            with self._cond:
-                if not (self._queue or self._prefetch or self._soon or self._stopping):
-                    self._cond.wait(interval)
-                stopping = self._stopping
-            try:
-                while self._prefetch:
-                    destination, then = self._prefetch.popleft()
-                    experiment_id = self._experiment_id(destination)
-                    if then is not None:
-                        then(experiment_id)
-                self._export_available()
-                self._run_soon()
-            except Exception as exc:  # never let the thread die
-                self._warn_once("exporter", f"synalinks-obs: exporter error: {exc!r}")
-            if stopping and not self._queue:
-                return
+    def _call_then(self, then, experiment_id) -> None:
+        try:
+            then(experiment_id)
+        except Exception as exc:
+            self._warn_once("then", f"synalinks-obs: deferred task failed: {exc!r}")
 
-    def _export_available(self) -> None:
-        queue = self._queue
-        while queue:
-            batch = []
-            try:
-                while len(batch) < BATCH_SIZE:
-                    batch.append(queue.popleft())
-            except IndexError:
-                pass
-            self._busy = len(batch)
-            try:
-                self._write(batch)
-            finally:
-                self._busy = 0
-
-    def _write(self, records) -> None:
-        groups: dict[tuple, list] = collections.defaultdict(list)
-        for record in records:
-            destination = record.trace.destination
-            groups[destination].append(record)
-        for destination, group in groups.items():
-            try:
-                experiment_id = self._experiment_id(destination)
-                spans = [self._to_span(record) for record in group]
-                self._client(destination.tracking_uri).log_spans(experiment_id, spans)
-                self.exported += len(spans)
-            except Exception as exc:
-                self._drop(len(group), f"{type(exc).__name__}: {_first_line(exc)}")
-                continue
-            if destination.run_id is not None:
-                self._link_to_run(destination, experiment_id, group)
-
-    def _link_to_run(self, destination, experiment_id, records) -> None:
-        """Give each finished root of a run's traces MLflow's source-run metadata.
-
-        ``log_spans`` cannot write trace metadata, so the finished trace info (same
-        times, state and name as ``log_spans`` derived from the spans) is sent again with
-        ``mlflow.sourceRun`` through the store's ``start_trace``, which merges it into the
-        existing trace. ``mlflow.search_traces(run_id=...)`` and the run's Traces tab then
-        find the trace (see ``synalinks_obs.training``).
-        """
-        client = self._client(destination.tracking_uri)
-        for record in records:
-            if record.parent_span_id is not None or record.trace.foreign:
-                continue
-            try:
-                client.start_trace(root_trace_info(record, experiment_id, destination.run_id))
-            except Exception as exc:
-                self._warn_once(
-                    "run link",
-                    f"synalinks-obs: cannot link traces to run {destination.run_id} "
-                    f"({type(exc).__name__}: {_first_line(exc)}); the spans were written",
-                )
-
-    def _client(self, tracking_uri):
-        client = self._clients.get(tracking_uri)
-        if client is None:
-            from mlflow.tracing.client import TracingClient
-
-            client = self._clients[tracking_uri] = TracingClient(tracking_uri)
-        return client
-
-    def _experiment_id(self, destination) -> str:
-        if destination.experiment_id:
-            return destination.experiment_id
-        key = (destination.tracking_uri, destination.experiment_name)
-        found = self._experiment_ids.get(key)
-        if found is None:
-            found = self._experiment_ids[key] = resolve_experiment(*key)
-        return found
-
-    # -- conversion -------------------------------------------------------------------
-    def _to_span(self, record):
-        return record_to_span(record, self.settings)
-
-    # -- accounting -----------------------------------------------------------------
+    # -- accounting ---------------------------------------------------------------------
     def _drop(self, count: int, reason: str) -> None:
-        self.dropped += count
+        if reason not in self._drop_reasons:
+            _logger.info("synalinks-obs: dropping spans: %s", reason)
         self._drop_reasons[reason] += count
-        self._warn_once(
-            reason,
-            f"synalinks-obs: dropping spans: {reason}; the app is not affected "
-            "(a total is reported at exit)",
-        )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:
@@ -221,37 +367,308 @@ class Exporter:
         self._warned.add(key)
         _logger.warning(message)
 
-    # -- flushing ---------------------------------------------------------------------
+    # -- flushing -----------------------------------------------------------------------
+    def _idle(self) -> bool:
+        if self._queue or self._busy or self._soon or self._prefetch:
+            return False
+        return all(sink.idle() for sink in self._sinks())
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued span is written (at most ``timeout`` seconds)."""
+        """Wait until every queued span is written (at most ``timeout`` seconds).
+
+        Spans held for a store that is failing do not hold the flush up: they are
+        retried in the background (and reported at exit if they never get written)."""
         if self._pid != os.getpid() or self._thread is None:
             return not self._queue
         deadline = time.monotonic() + (self.settings.flush_timeout if timeout is None else timeout)
         with self._cond:
+            self._flush_now = True
             self._cond.notify()
-        while self._queue or self._busy or self._soon:
-            if time.monotonic() >= deadline or not self._thread.is_alive():
-                return False
-            time.sleep(0.01)
+        while not self._idle():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._thread.is_alive():
+                return self._idle()
+            with self._progress:
+                self._progress.wait(min(left, 0.01))
         return True
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Flush (bounded), stop the thread, and report what could not be written."""
-        flushed = self.flush(timeout)
+        """Write what is queued (bounded), stop, and report what could not be written."""
+        if self._pid != os.getpid():
+            return
+        budget = self.settings.flush_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        thread = self._thread
         with self._cond:
+            self._stopped = True
             self._stopping = True
+            self._close_deadline = deadline
             self._cond.notify()
-        if not flushed:
-            left = len(self._queue) + self._busy
-            self._queue.clear()
-            if left:
-                self._drop(left, f"exit flush timed out after {self.settings.flush_timeout:g}s")
-        if self.dropped:
-            reasons = "; ".join(f"{n} {why}" for why, n in self._drop_reasons.items())
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            finished = not thread.is_alive()
+            for sink in self._sinks():
+                finished = sink.wait(deadline) and finished
+            if not finished:
+                left = len(self._queue) + self._busy
+                self._queue.clear()
+                for sink in self._sinks():
+                    left += sink.abandon()
+                if left:
+                    self._drop(left, f"exit flush timed out after {budget:g} s")
+        self.report()
+
+    def report(self) -> None:
+        """Print the one line saying how many spans were not written and why."""
+        reasons = self.drop_reasons()
+        total = sum(reasons.values())
+        if total:
+            detail = "; ".join(f"{n} {why}" for why, n in reasons.most_common())
             print(
-                f"synalinks-obs: {self.dropped} span(s) were not written to MLflow ({reasons})",
+                f"synalinks-obs: {total} span(s) were not written to MLflow ({detail})",
                 file=sys.stderr,
+                flush=True,
             )
+
+    # -- fork ---------------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's queue, thread and exporter process (the parent writes its
+        own spans); this process starts its own on its first span."""
+        process = self._process
+        self._reset_state()
+        if process is not None:
+            process.forget_in_child()
+
+
+class _KeyDestination(tuple):
+    """A (tracking_uri, experiment_name) key standing in for a destination."""
+
+    def __new__(cls, tracking_uri, experiment_name):
+        return super().__new__(cls, (tracking_uri, experiment_name))
+
+    tracking_uri = property(lambda self: self[0])
+    experiment_name = property(lambda self: self[1])
+    experiment_id = None
+    run_id = None
+
+
+# -- sinks ------------------------------------------------------------------------------
+
+
+class _LocalSink:
+    """The ``Writer`` inside the exporter thread."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+        self.writer = _writer.Writer(
+            exporter.settings.max_queue_spans, notify=exporter._on_message
+        )
+
+    @property
+    def exported(self) -> int:
+        return self.writer.exported
+
+    @property
+    def dropped(self):
+        return self.writer.dropped
+
+    @property
+    def sent(self) -> int:
+        return self.writer.exported + sum(self.writer.dropped.values()) + self.writer.pending
+
+    def send(self, destination, wires) -> None:
+        self.writer.add(destination, len(wires), wires)
+
+    def resolve(self, destination) -> None:
+        self.writer.resolve(destination)
+
+    def pump(self):
+        return self.writer.pump()
+
+    def idle(self) -> bool:
+        return self.writer.pending == self.writer.held
+
+    def close(self, deadline) -> None:
+        budget = (deadline or time.monotonic()) - time.monotonic()
+        self.writer.drain(
+            deadline or time.monotonic(),
+            timeout_reason=f"exit flush timed out after {max(budget, 0):.3g} s",
+        )
+
+    def wait(self, deadline) -> bool:
+        return self.writer.pending == 0
+
+    def abandon(self) -> int:
+        return self.writer.pending
+
+
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class _ProcessSink:
+    """The exporter process (``python -m synalinks_obs._writer``) and its two pipes."""
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+        self.process = None
+        self.sent = 0
+        self.exported = 0
+        self.dropped: collections.Counter = collections.Counter()
+        self.finished = threading.Event()  # "bye" received or the process is gone
+        self.ready = False  # it said hello: mlflow is imported there
+        self.held = 0  # spans it keeps for a store that is failing
+        self.said_bye = False
+        self._ack_file = None
+        self._socket = None  # our end of the process's stdin (a socket: no SIGPIPE)
+
+    def start(self) -> bool:
+        executable = sys.executable
+        if not executable:
+            return False
+        settings = self.exporter.settings
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["SYNALINKS_OBSERVABILITY"] = "0"  # the writer itself is never traced
+        env.pop("_SYNALINKS_OBS_RUN", None)
+        # Our own health probe and backoff replace MLflow's retry policy (minutes long):
+        # only in the exporter process, the app's MLflow settings stay as they are.
+        env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        read_fd, write_fd = os.pipe()
+        ours, theirs = socket.socketpair()
+        code = (
+            "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from synalinks_obs._writer import main; sys.exit(main())"
+        )
+        debug = _logger.isEnabledFor(logging.DEBUG)
+        try:
+            self.process = subprocess.Popen(
+                [
+                    executable, "-c", code, package_parent, str(write_fd),
+                    str(settings.flush_timeout), str(settings.max_queue_spans),
+                ],
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=None if debug else subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                env=env,
+                cwd=os.getcwd(),
+                bufsize=0,
+            )
+        except Exception as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            ours.close()
+            theirs.close()
+            _logger.info("synalinks-obs: cannot start the exporter process (%r)", exc)
+            return False
+        os.close(write_fd)
+        theirs.close()
+        ours.shutdown(socket.SHUT_RD)
+        self._socket = ours
+        self._ack_file = os.fdopen(read_fd, "rb")
+        threading.Thread(
+            target=self._read_acks, name="synalinks-obs-acks", daemon=True
+        ).start()
+        return True
+
+    def _read_acks(self) -> None:
+        exporter = self.exporter
+        try:
+            while True:
+                try:
+                    message = _writer.read_frame(self._ack_file)
+                except Exception:
+                    message = None
+                if message is None:
+                    break
+                kind = message[0]
+                if kind in ("done", "bye"):
+                    self.exported = message[1]
+                    self.dropped = collections.Counter(message[2])
+                    self.held = message[3]
+                    if kind == "bye":
+                        self.said_bye = True
+                        self.finished.set()
+                elif kind == "hello":
+                    self.ready = True
+                    with exporter._cond:
+                        exporter._cond.notify()  # records may be waiting for us
+                exporter._on_message(*message)
+        finally:
+            self.finished.set()
+            with exporter._progress:
+                exporter._progress.notify_all()
+
+    def _write(self, message) -> None:
+        if self.finished.is_set():
+            raise BrokenPipeError("the exporter process exited")
+        self._socket.sendall(_writer.frame(message), _NOSIGNAL)
+
+    def send(self, destination, wires) -> None:
+        payload = pickle.dumps(wires, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(("spans", destination, len(wires), payload))
+        self.sent += len(wires)
+
+    def resolve(self, destination) -> None:
+        self._write(("resolve", destination))
+
+    def idle(self) -> bool:
+        if self.finished.is_set():
+            return True
+        return self.exported + sum(self.dropped.values()) + self.held >= self.sent
+
+    def close(self, deadline) -> None:
+        """No more spans: tell the process how long it may take, then EOF."""
+        try:
+            left = (deadline - time.monotonic()) if deadline else 0.0
+            # keep a margin for its last report and its exit
+            self._write(("close", max(0.0, left * 0.9 - 0.3)))
+        except Exception:
+            pass
+        try:
+            self._socket.close()
+        except Exception:
+            pass
+
+    def wait(self, deadline) -> bool:
+        """Wait for the process to report its last writes; False at the deadline."""
+        if self.sent == 0:  # nothing of ours in it: no reason to wait
+            self.abandon()
+            return True
+        self.finished.wait(max(0.0, deadline - time.monotonic()))
+        if not self.finished.is_set():
+            return False
+        try:
+            self.process.wait(max(0.05, deadline - time.monotonic()))
+        except Exception:
+            pass
+        return True
+
+    def abandon(self) -> int:
+        """Stop the process now; the number of spans it had not written yet."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.kill()
+                self.process.wait(1.0)
+            except Exception:
+                pass
+        if self.finished.is_set() and self.process is not None and self.process.returncode == 0:
+            return 0
+        return max(0, self.sent - self.exported - sum(self.dropped.values()))
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close our copies of the parent's pipes, touch nothing else."""
+        for closer in (
+            lambda: self._socket.close(),
+            lambda: self._ack_file.close(),
+        ):
+            try:
+                closer()
+            except Exception:
+                pass
+        if self.process is not None:
+            self.process.returncode = 0  # not our child: never wait for it
 
 
 _shared: Exporter | None = None
@@ -264,6 +681,8 @@ def shared_exporter(settings) -> Exporter:
         _shared = Exporter(settings)
     else:
         _shared.settings = settings
+        if _shared._stopped and _shared._thread is None:
+            _shared._stopped = False
     return _shared
 
 
@@ -271,170 +690,106 @@ def current_exporter() -> Exporter | None:
     return _shared
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else ""
+def _after_fork_in_child() -> None:
+    if _shared is not None:
+        _shared._after_fork_in_child()
 
 
-def resolve_experiment(tracking_uri, experiment_name) -> str:
-    """Id of the named experiment in the store, created when missing (race-safe)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(experiment_name)
-    except MlflowException:  # another process created it first
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# -- record -> MLflow span ------------------------------------------------------------
+# -- record -> span tuple (exporter thread) ---------------------------------------------
 
-_RESOURCE = None
-
-
-def _resource():
-    global _RESOURCE
-    if _RESOURCE is None:
-        from opentelemetry.sdk.resources import Resource
-
-        _RESOURCE = Resource({"service.name": "synalinks-obs"})
-    return _RESOURCE
+_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cost")
 
 
-def _uuid(value: int) -> str:
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+def _plain_usage(usage):
+    if not isinstance(usage, dict):
+        return None, None
+    plain = {}
+    for key in _USAGE_KEYS:
+        value = usage.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            plain[key] = value
+    error = usage.get("error")
+    return plain, (str(error) if error else None)
 
 
-_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+def _payloads(record, settings, redactor, lm_error):
+    """The JSON text of a record's inputs and outputs (None when not captured)."""
+    if not settings.capture_payloads:
+        return None, None
+    max_chars = settings.max_payload_chars
+    inputs = {"data": record.inputs}
+    if record.kwargs:
+        inputs["kwargs"] = record.kwargs
+    error = record.error
+    outputs = None if error is not None else {"data": record.outputs}
+    if record.span_type == "CHAT_MODEL" and not record.symbolic:
+        plain = materialize(record.inputs, redactor)
+        messages = _chat_messages(plain)
+        if messages is not None:
+            inputs = {"messages": messages, **inputs}
+        if outputs is not None and record.outputs is not None and not lm_error:
+            content = materialize(record.outputs, redactor)
+            message = (
+                content
+                if isinstance(content, dict) and "role" in content
+                else {"role": "assistant", "content": json.dumps(content, default=str)}
+            )
+            outputs = {"choices": [{"index": 0, "message": message}], **outputs}
+    inputs_json = to_json(inputs, max_chars, redactor)
+    outputs_json = to_json(outputs, max_chars, redactor) if outputs is not None else None
+    return inputs_json, outputs_json
+
+
+def record_to_wire(record, settings, redactor=None):
+    """The plain, picklable span tuple of a finished record (see ``_writer.W_*``)."""
+    if redactor is None:
+        redactor = redactor_for(settings.redact_key_fragments)
+    trace = record.trace
+    usage, lm_error = _plain_usage(record.usage)
+    error = record.error
+    error_info = None
+    if error is not None:
+        try:
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        except Exception:
+            stack = ""
+        error_info = (type(error).__name__, _safe_str(error), stack[-8000:])
+    inputs_json, outputs_json = _payloads(record, settings, redactor, lm_error)
+    parent_call_id = record.parent_call_id
+    return (
+        trace.otel_trace_id,
+        trace.trace_id,
+        record.span_id,
+        record.parent_span_id,
+        record.name,
+        record.start_ns,
+        record.end_ns,
+        record.span_type,
+        record.call_id,
+        parent_call_id,
+        record.module_class,
+        record.module_name,
+        record.description,
+        bool(record.symbolic),
+        float(record.cost),
+        usage,
+        record.model,
+        inputs_json,
+        outputs_json,
+        error_info,
+        lm_error,
+        record.parent_span_id is None and not trace.foreign,
+        bool(trace.foreign),
+    )
 
 
 def record_to_span(record, settings):
-    """Build the immutable MLflow span of a finished record (exporter thread)."""
-    from mlflow.entities import Span
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-
-    trace = record.trace
-    flags = TraceFlags(TraceFlags.SAMPLED)
-    context = SpanContext(trace.otel_trace_id, record.span_id, False, flags)
-    parent = (
-        SpanContext(trace.otel_trace_id, record.parent_span_id, False, flags)
-        if record.parent_span_id is not None
-        else None
-    )
-    error = record.error
-    usage = record.usage or {}
-    lm_error = usage.get("error") if isinstance(usage, dict) else None
-    success = error is None and not lm_error
-    duration = (record.end_ns - record.start_ns) / 1e9
-    dumps = json.dumps
-    attributes = {
-        "mlflow.traceRequestId": dumps(trace.trace_id),
-        "mlflow.spanType": dumps(record.span_type),
-        "synalinks.call_id": dumps(_uuid(record.call_id)),
-        "synalinks.parent_call_id": dumps(
-            _uuid(record.parent_call_id) if record.parent_call_id is not None else ""
-        ),
-        "synalinks.module": dumps(record.module_class),
-        "synalinks.module_name": dumps(record.module_name),
-        "synalinks.module_description": dumps(record.description),
-        "synalinks.is_symbolic": dumps(bool(record.symbolic)),
-        "synalinks.duration": dumps(duration),
-        "synalinks.success": dumps(success),
-        "synalinks.cost": dumps(float(record.cost)),
-    }
-    fragments = settings.redact_key_fragments
-    max_chars = settings.max_payload_chars
-    if settings.capture_payloads:
-        inputs = {"data": record.inputs}
-        if record.kwargs:
-            inputs["kwargs"] = record.kwargs
-        outputs = None if error is not None else {"data": record.outputs}
-        if record.span_type == "CHAT_MODEL" and not record.symbolic:
-            messages = _chat_messages(record.inputs)
-            if messages is not None:
-                inputs = {"messages": messages, **inputs}
-            if outputs is not None and record.outputs is not None and not lm_error:
-                content = record.outputs
-                message = (
-                    content
-                    if isinstance(content, dict) and "role" in content
-                    else {"role": "assistant", "content": dumps(content, default=str)}
-                )
-                outputs = {"choices": [{"index": 0, "message": message}], **outputs}
-        attributes["mlflow.spanInputs"] = to_json(inputs, max_chars, fragments)
-        if outputs is not None:
-            attributes["mlflow.spanOutputs"] = to_json(outputs, max_chars, fragments)
-    if record.span_type == "CHAT_MODEL":
-        model = record.model or ""
-        attributes["mlflow.llm.model"] = dumps(model)
-        attributes["mlflow.llm.provider"] = dumps(model.split("/")[0] if "/" in model else "")
-        attributes["mlflow.message.format"] = dumps("openai")
-        if "input_tokens" in usage:
-            attributes["mlflow.chat.tokenUsage"] = dumps(
-                {key: int(usage.get(key) or 0) for key in _USAGE_KEYS}
-            )
-        if isinstance(usage.get("cost"), (int, float)):
-            attributes["mlflow.llm.cost"] = dumps({"total_cost": float(usage["cost"])})
-    if parent is None and not trace.foreign:
-        attributes["mlflow.traceTag.mlflow.traceName"] = dumps(record.name)
-    events = []
-    status = Status(StatusCode.OK)
-    if error is not None or lm_error:
-        if error is not None:
-            exc_type = type(error).__name__
-            message = _safe_str(error)
-            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        else:
-            exc_type, message, stack = "RuntimeError", str(lm_error), ""
-        event_attributes = {"exception.type": exc_type, "exception.message": message}
-        if stack:
-            event_attributes["exception.stacktrace"] = stack[-8000:]
-        events.append(Event("exception", event_attributes, timestamp=record.end_ns))
-        status = Status(StatusCode.ERROR, f"{exc_type}: {message}"[:1000])
-    otel_span = ReadableSpan(
-        name=record.name,
-        context=context,
-        parent=parent,
-        resource=_resource(),
-        attributes=attributes,
-        events=events,
-        kind=SpanKind.INTERNAL,
-        status=status,
-        start_time=record.start_ns,
-        end_time=record.end_ns,
-    )
-    return Span(otel_span)
-
-
-def root_trace_info(record, experiment_id, run_id):
-    """The finished ``TraceInfo`` of a root record, with ``mlflow.sourceRun`` = ``run_id``."""
-    from mlflow.entities.trace_info import TraceInfo
-    from mlflow.entities.trace_location import TraceLocation
-    from mlflow.entities.trace_state import TraceState
-    from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
-
-    usage = record.usage if isinstance(record.usage, dict) else {}
-    failed = record.error is not None or bool(usage.get("error"))
-    return TraceInfo(
-        trace_id=record.trace.trace_id,
-        trace_location=TraceLocation.from_experiment_id(experiment_id),
-        request_time=record.start_ns // 1_000_000,
-        execution_duration=(record.end_ns - record.start_ns) // 1_000_000,
-        state=TraceState.ERROR if failed else TraceState.OK,
-        trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id},
-        tags={TraceTagKey.TRACE_NAME: record.name},
-    )
+    """Build the immutable MLflow span of a finished record."""
+    return wire_to_span(record_to_wire(record, settings))
 
 
 def _chat_messages(inputs):

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     export_interval: float = Field(
         default=0.5, gt=0.0, description="Seconds between two background exports."
     )
+    export_process: bool = Field(
+        default=True,
+        description="Write spans to MLflow from a separate process (another core); "
+        "false: from a thread of the app's process.",
+    )
     log_level: str = Field(default="WARNING", description="Level of the 'synalinks_obs' logger.")
 
     @field_validator("tracking_uri", mode="before")
