@@ -187,10 +187,18 @@ class ObsSpan(NonRecordingSpan):
     __slots__ = ("record",)
 
     def __init__(self, record: CallRecord):
-        super().__init__(
-            SpanContext(record.trace.otel_trace_id, record.span_id, False, _SAMPLED)
-        )
+        # The SpanContext (a validated tuple, ~3 us) is built only if someone asks.
+        self._context = None
         self.record = record
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            record = self.record
+            context = self._context = SpanContext(
+                record.trace.otel_trace_id, record.span_id, False, _SAMPLED
+            )
+        return context
 
 
 def current_record() -> CallRecord | None:
@@ -199,9 +207,14 @@ def current_record() -> CallRecord | None:
 
 
 def _safe_text(getter) -> str:
+    """A plain ``str`` (never a subclass with surprises), ``""`` if the getter fails."""
     try:
         value = getter()
-        return value if isinstance(value, str) else ("" if value is None else str(value))
+        if type(value) is str:
+            return value
+        if isinstance(value, str):
+            return str.__str__(value)
+        return "" if value is None else str(value)
     except Exception:
         return ""
 

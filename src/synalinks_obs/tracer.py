@@ -22,6 +22,36 @@ from synalinks_obs.spans import IDS, Destination, TraceRecord
 _logger = logging.getLogger("synalinks_obs")
 _ADOPTED_EXPERIMENT = None  # the MLflow active experiment we set (not the app)
 
+# Sampled traces whose root call is running: OpenTelemetry trace id -> (trace, tracer).
+_LIVE: dict = {}
+
+
+def _install_lazy_registration(manager_class) -> None:
+    """Make MLflow's trace manager register our live traces when it looks them up.
+
+    MLflow's span processor accepts a span started inside one of our calls (a user's
+    ``mlflow.start_span`` / ``@mlflow.trace``) only if it finds the span's trace in its
+    in-memory manager, through ``get_mlflow_trace_id_from_otel_id``. Instead of
+    registering every trace up front, that lookup registers ours the first time it
+    misses. Patched once at class level; the original is kept in ``__wrapped__``.
+    """
+    original = getattr(manager_class, "get_mlflow_trace_id_from_otel_id", None)
+    if original is None or getattr(original, "_synalinks_obs", False):
+        return
+
+    def get_mlflow_trace_id_from_otel_id(self, otel_trace_id):
+        found = original(self, otel_trace_id)
+        if found is None:
+            live = _LIVE.get(otel_trace_id)
+            if live is not None and not live[0].registered:
+                trace, tracer = live
+                found = tracer._register_with_mlflow(trace, self)
+        return found
+
+    get_mlflow_trace_id_from_otel_id._synalinks_obs = True
+    get_mlflow_trace_id_from_otel_id.__wrapped__ = original
+    manager_class.get_mlflow_trace_id_from_otel_id = get_mlflow_trace_id_from_otel_id
+
 
 class Tracer:
     def __init__(self, settings, tracking_uri: str, prefetch: bool = True):
@@ -37,6 +67,7 @@ class Tracer:
         from mlflow.tracing.trace_manager import InMemoryTraceManager
 
         self._trace_manager_class = InMemoryTraceManager
+        _install_lazy_registration(InMemoryTraceManager)
         spans.configure_context()
 
     def _adopt_as_active_experiment(self, experiment_id: str) -> None:
@@ -78,14 +109,20 @@ class Tracer:
         sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
         trace = TraceRecord(rng.getrandbits(128) or 1, destination, sampled)
         if sampled:
-            self._register_with_mlflow(trace)
+            _LIVE[trace.otel_trace_id] = (trace, self)  # registered with MLflow on demand
         return trace
 
-    def _register_with_mlflow(self, trace: TraceRecord) -> None:
+    def _register_with_mlflow(self, trace: TraceRecord, manager=None) -> str | None:
+        """Register a live trace in MLflow's in-memory trace manager; its MLflow id.
+
+        Only done when MLflow looks the trace up, i.e. when a user's MLflow span starts
+        inside one of our calls (see ``_install_lazy_registration``): building MLflow's
+        trace info for every trace would cost the calling thread ~80 us per trace.
+        """
         experiment_id = self.exporter.known_experiment_id(trace.destination)
         if experiment_id is None:
             self.exporter.prefetch(trace.destination)
-            return
+            return None
         try:
             from mlflow.entities.trace_info import TraceInfo
             from mlflow.entities.trace_location import TraceLocation
@@ -99,10 +136,15 @@ class Tracer:
                 trace_metadata={},
                 tags={},
             )
-            self._trace_manager_class.get_instance().register_trace(trace.otel_trace_id, info)
+            if manager is None:
+                manager = self._trace_manager_class.get_instance()
             trace.registered = True
+            manager.register_trace(trace.otel_trace_id, info)
+            return trace.trace_id
         except Exception as exc:
+            trace.registered = False
             self.internal_error("register", exc)
+            return None
 
     def join_foreign_trace(self, parent_ctx) -> TraceRecord | None:
         """The trace of a user's MLflow span our call runs in, or None if not MLflow's."""
@@ -138,14 +180,16 @@ class Tracer:
 
     def end(self, record, outputs=None, error=None, usage=None) -> None:
         spans.finish(record, outputs, error, usage, self.capture_payloads)
-        self.exporter.submit(record)
         trace = record.trace
-        if trace.registered and record.parent_span_id is None:  # the trace's root
-            trace.registered = False
-            try:
-                self._unregister(trace)
-            except Exception as exc:
-                self.internal_error("unregister", exc)
+        if record.parent_span_id is None:  # the trace's root
+            _LIVE.pop(trace.otel_trace_id, None)
+            if trace.registered:
+                trace.registered = False
+                try:
+                    self._unregister(trace)
+                except Exception as exc:
+                    self.internal_error("unregister", exc)
+        self.exporter.submit(record)
 
     # MLflow exports the spans a user opened inside our trace from its own batch thread,
     # and that export needs the trace registered: such a trace is dropped from MLflow's
