@@ -179,24 +179,28 @@ def test_hooks_argument_copy_and_pickle(synalinks, lm_factory, sqlite_uri, no_gl
     assert _names(trace) == ["LanguageModel:language_model"], render(trace)
 
 
-def test_builtin_synalinks_monitor_honoured_while_tracing(synalinks, lm, sqlite_uri, no_global_tracing):
-    """Synalinks' own ``hooks.Monitor`` (the seed's example) sends the module's calls to its
-    experiment through synalinks-obs; the built-in hook itself stays silent."""
+def test_builtin_synalinks_monitor_writes_its_module_while_we_trace(synalinks, lm_factory, sqlite_uri, no_global_tracing):
+    """Synalinks' own ``hooks.Monitor`` (the seed's example) keeps writing its module's
+    calls itself, into its experiment; synalinks-obs steps aside for those calls and
+    traces the rest: every call is one span, in one place."""
     import synalinks_obs
 
     synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name="global")
     builtin = synalinks.hooks.Monitor(tracking_uri=sqlite_uri, experiment_name="builtin_target")
+    # (Synalinks' add_hook() does not give the hook its module: hooks= does.)
+    lm = lm_factory(hooks=[builtin])
 
     async def main():
-        program, Question = await _program(synalinks, lm, builtin)
+        program, Question = await _program(synalinks, lm)
         await program(Question(question="q"))
 
     asyncio.run(main())
     assert synalinks_obs.flush(30)
-    (trace,) = _real(load_traces(sqlite_uri, "builtin_target"))
-    assert _names(trace) == ["Generator:gen", "LanguageModel:language_model"], render(trace)
-    (outer,) = _real(load_traces(sqlite_uri, "global"))
-    assert _names(outer) == ["Functional:qa"]
+    mine = _real(load_traces(sqlite_uri, "global"))
+    theirs = _real(load_traces(sqlite_uri, "builtin_target"))
+    assert [_names(t) for t in mine] == [["Functional:qa", "Generator:gen"]]
+    assert [_names(t) for t in theirs] == [["LanguageModel:language_model"]]
+    assert all(s.attributes.get("synalinks.call_id") for t in theirs for s in t.data.spans)
 
 
 def test_monitor_arguments_are_checked():

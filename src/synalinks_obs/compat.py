@@ -5,11 +5,19 @@
   exports them (``synalinks``, ``synalinks.config``, ``synalinks.backend``, the API
   modules, ``synalinks.src.backend[.config]``), by functions that call
   ``synalinks_obs.enable`` / ``synalinks_obs.is_enabled``. Same arguments, no ordering
-  hazard. Synalinks' internal consumers keep the original flag, so no built-in ``Monitor``
-  hook is added to new modules by our routing.
-- Synalinks' built-in ``Monitor`` hook (present on modules built after a direct call to
-  the original ``enable_observability``, or passed explicitly) does nothing while our
-  tracer is on, so one call never gives two spans.
+  hazard. Synalinks' internal flag is left alone.
+- Never two spans for one call, and Synalinks' own ``hooks.Monitor`` keeps working as
+  Synalinks documents it:
+
+  * while synalinks-obs traces, ``HookList`` adds no built-in ``Monitor`` to new modules
+    (it would, had the original ``enable_observability`` been called before routing);
+  * a module that carries a built-in ``Monitor`` anyway (passed explicitly, or added
+    before routing) has that call written by the built-in hook, into the hook's own
+    experiment, and synalinks-obs steps aside for that call (``synalinks_obs.hooks``).
+    Its child calls are traced by synalinks-obs as usual.
+
+  (Synalinks' own test suite checks that an explicit built-in Monitor emits its spans;
+  silencing it, as an earlier version did, changed 13 of its results.)
 
 Everything is restored exactly by ``unroute()``.
 """
@@ -64,48 +72,33 @@ def route() -> None:
             if namespace.get(attr) is original:
                 setattr(module, attr, routed)
                 _replaced.append((module, attr, original))
-    _silence_builtin_monitor()
+    _no_auto_monitor_while_tracing(config.is_observability_enabled)
+    from synalinks_obs import hooks
+
+    hooks.install()  # built-in Monitors write their modules' calls; ours route them
 
 
 def unroute() -> None:
-    """Put Synalinks' original functions and Monitor hook back."""
+    """Put Synalinks' original functions back."""
     while _replaced:
         module, attr, original = _replaced.pop()
         setattr(module, attr, original)
-    _restore_builtin_monitor()
 
 
-_monitor_originals: dict = {}
-
-
-def _silence_builtin_monitor() -> None:
-    monitor_module = sys.modules.get("synalinks.src.hooks.monitor")
-    monitor = getattr(monitor_module, "Monitor", None)
-    if monitor is None or _monitor_originals:
+def _no_auto_monitor_while_tracing(original) -> None:
+    """``HookList`` adds a built-in Monitor to every new module when Synalinks' own flag is
+    on: not while synalinks-obs traces (the call would be written twice)."""
+    hook_list = sys.modules.get("synalinks.src.hooks.hook_list")
+    if hook_list is None or hook_list.__dict__.get("is_observability_enabled") is not original:
         return
     from synalinks_obs.instrument import STATE
 
-    for method in ("on_call_begin", "on_call_end"):
-        original = monitor.__dict__.get(method)
-        if original is None:
-            continue
-        _monitor_originals[method] = original
+    def is_observability_enabled():
+        return STATE.tracer is None and original()
 
-        def silenced(self, *args, __original=original, **kwargs):
-            if STATE.tracer is not None:
-                return None
-            return __original(self, *args, **kwargs)
-
-        silenced.__wrapped__ = original
-        setattr(monitor, method, silenced)
-    _monitor_originals["__class__"] = monitor
-
-
-def _restore_builtin_monitor() -> None:
-    monitor = _monitor_originals.pop("__class__", None)
-    for method, original in list(_monitor_originals.items()):
-        setattr(monitor, method, original)
-    _monitor_originals.clear()
+    is_observability_enabled.__wrapped__ = original
+    hook_list.is_observability_enabled = is_observability_enabled
+    _replaced.append((hook_list, "is_observability_enabled", original))
 
 
 def synalinks_version() -> str | None:

@@ -31,11 +31,15 @@ module's hook list when a call starts, and opens the call's record in the monito
 destination. The ``Monitor`` object only holds two strings: it deep-copies and pickles
 with the module (no lock, logger or MLflow object on the instance).
 
-While synalinks-obs traces globally, Synalinks' own ``synalinks.hooks.Monitor`` passed to a
-module explicitly (``hooks=[synalinks.hooks.Monitor(tracking_uri=..., experiment_name=...)]``,
-as in Synalinks' documentation) is honoured the same way: the module's calls go to that
-hook's tracking URI and experiment, written by synalinks-obs (the built-in hook itself
-stays silent, so a call is never two spans).
+Synalinks' own ``synalinks.hooks.Monitor`` on a module keeps doing what Synalinks
+documents: it writes that module's calls into its experiment itself, and synalinks-obs
+steps aside for those calls (never two spans for one call); their child calls are traced
+by synalinks-obs as usual. Prefer this module's ``Monitor``: it records the whole
+subtree, with synalinks-obs' attributes, payload limits and redaction.
+
+Note: Synalinks' built-in modules such as ``Generator`` take no ``hooks=`` argument (only
+``Module`` itself, language/embedding/decision models and your own subclasses that pass
+``**kwargs`` on); ``module.add_hook(monitor)`` works on every module.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from __future__ import annotations
 import os
 
 from synalinks.src.hooks.hook import Hook
+
+from synalinks_obs.instrument import ASIDE
 
 __all__ = ["Monitor"]
 
@@ -124,6 +130,16 @@ def _activate() -> None:
 
     from synalinks_obs import compat, instrument
 
+    instrument.instrument(Module)  # no-op when global tracing already patched it
+    compat.harden_mlflow_id_generator()
+    install()
+
+
+def install() -> None:
+    """Route module calls through ``_route`` (idempotent). Called when a Monitor is
+    created and when global tracing starts (``compat.route``)."""
+    from synalinks_obs import instrument
+
     if instrument.STATE.route is _route:
         return
     try:
@@ -131,8 +147,6 @@ def _activate() -> None:
     except Exception:
         builtin = None
     _ROUTING.builtin_monitor = builtin
-    instrument.instrument(Module)  # no-op when global tracing already patched it
-    compat.harden_mlflow_id_generator()
     instrument.STATE.route = _route
 
 
@@ -159,40 +173,35 @@ def _hook_tracer():
     return tracer
 
 
-def _monitor_destination(module, tracer):
-    """The destination of the Monitor attached to ``module``, or None."""
-    hooks = getattr(module.__dict__.get("_hooks"), "hooks", None)
-    if not hooks:
-        return None
-    builtin = _ROUTING.builtin_monitor
-    for hook in hooks:
-        if isinstance(hook, Monitor):
-            uri, name = hook.tracking_uri, hook.experiment_name
-        elif builtin is not None and tracer is not None and isinstance(hook, builtin):
-            # Synalinks' own hook, silenced while we trace globally: honour its target.
-            uri, name = getattr(hook, "tracking_uri", None), getattr(hook, "experiment_name", None)
-        else:
-            continue
-        from synalinks_obs.spans import Destination
-
-        default = tracer.destination if tracer is not None else _hook_tracer().destination
-        return Destination(uri or default.tracking_uri, name or default.experiment_name)
-    return None
-
-
 def _route(module, tracer):
-    """``(tracer, destination)`` for one module call.
+    """``(tracer, destination)`` for one module call (see instrument.STATE.route).
 
-    ``tracer`` is the global tracer (None when global tracing is off). The destination is
-    the module's monitor's, or None (the call goes where it would have gone). While
+    ``tracer`` is the global tracer (None when global tracing is off). A module with
+    Synalinks' built-in Monitor: ``(None, ASIDE)``, the built-in hook writes the call. With
+    our Monitor: its destination, and a tracer even when global tracing is off. While
     global tracing is off, the children of a monitored call are traced too (with the
     monitors' tracer); other calls pass through untraced.
     """
     try:
-        destination = _monitor_destination(module, tracer)
-        if destination is not None:
+        monitor = None
+        hooks = getattr(module.__dict__.get("_hooks"), "hooks", None)
+        if hooks:
+            builtin = _ROUTING.builtin_monitor
+            for hook in hooks:
+                if isinstance(hook, Monitor):
+                    monitor = monitor or hook
+                elif builtin is not None and isinstance(hook, builtin):
+                    return None, ASIDE  # Synalinks' own Monitor writes this call
+        if monitor is not None:
             if tracer is None:
                 tracer = _hook_tracer()
+            from synalinks_obs.spans import Destination
+
+            default = tracer.destination
+            destination = Destination(
+                monitor.tracking_uri or default.tracking_uri,
+                monitor.experiment_name or default.experiment_name,
+            )
             _ROUTING.monitored.add(destination)
             return tracer, destination
         if tracer is None and _ROUTING.tracer is not None:
@@ -212,4 +221,3 @@ def _route(module, tracer):
                 "as without it", type(exc).__name__, exc,
             )
         return tracer, None
-

@@ -35,10 +35,15 @@ class _State:
     patched: dict = {}  # class -> original __call__
     had_own_init_subclass = False
     original_init_subclass = None
-    # Set by synalinks_obs.hooks once a Monitor hook exists: ``route(module, tracer)``
-    # returns the ``(tracer, destination)`` of a call (a monitored module's own
-    # experiment; None: where it would go anyway).
+    # Set by synalinks_obs.hooks once a Monitor hook exists or tracing starts:
+    # ``route(module, tracer)`` returns the ``(tracer, destination)`` of a call (a
+    # monitored module's own experiment; None: where it would go anyway), or
+    # ``(None, ASIDE)`` for a module whose call Synalinks' own Monitor hook writes.
     route = None
+
+
+# The destination of a call synalinks-obs leaves to Synalinks' built-in Monitor hook.
+ASIDE = object()
 
 
 STATE = _State()
@@ -53,8 +58,10 @@ def _wrap_call(original):
         tracer = STATE.tracer
         destination = None
         route = STATE.route
-        if route is not None:  # a synalinks_obs.hooks.Monitor exists in this process
+        if route is not None:  # a Monitor hook exists in this process, or tracing is on
             tracer, destination = route(self, tracer)
+            if destination is ASIDE:
+                return await _call_aside(original, self, args, kwargs)
         if tracer is None:
             return await original(self, *args, **kwargs)
         parent = current.get()
@@ -98,6 +105,22 @@ def _wrap_call(original):
 
     setattr(__call__, _MARK, True)
     return __call__
+
+
+async def _call_aside(original, module, args, kwargs):
+    """A call Synalinks' own Monitor hook writes: no record of ours, and no span of ours
+    in MLflow's context while it runs, so that hook starts its own trace in its own
+    experiment. Our records of its child calls nest under the enclosing record."""
+    context = spans.CONTEXT
+    if context is None:
+        return await original(module, *args, **kwargs)
+    from opentelemetry.trace import INVALID_SPAN
+
+    token = context.attach(INVALID_SPAN)
+    try:
+        return await original(module, *args, **kwargs)
+    finally:
+        context.detach(token)
 
 
 def _close(tracer, record, tokens, outputs, error, usage) -> None:
