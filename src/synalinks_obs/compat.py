@@ -73,6 +73,7 @@ def route() -> None:
                 setattr(module, attr, routed)
                 _replaced.append((module, attr, original))
     _no_auto_monitor_while_tracing(config.is_observability_enabled)
+    backport_call_usage()
     from synalinks_obs import hooks
 
     hooks.install()  # built-in Monitors write their modules' calls; ours route them
@@ -83,6 +84,80 @@ def unroute() -> None:
     while _replaced:
         module, attr, original = _replaced.pop()
         setattr(module, attr, original)
+    while _backported:
+        cls, module, original, name = _backported.pop()
+        setattr(cls, name, original)
+        module.__dict__.pop("current_call_usage", None)
+
+
+_LM_MODULE = "synalinks.src.modules.language_models.language_model"
+
+
+def backport_call_usage() -> None:
+    """Synalinks 0.9.x: give ``LanguageModel`` the ``current_call_usage()`` of 0.10.
+
+    0.10 reports each LM call's usage (tokens, cost, error) through a ContextVar read by
+    ``current_call_usage()``, which is where synalinks-obs takes the cost and tokens of
+    an LM span from. 0.9 only keeps the last call's numbers on the instance
+    (``last_call_cost``, ``last_call_prompt_tokens``...). This wraps
+    ``LanguageModel.call`` (class level, restored by ``unroute``) to publish those
+    numbers the 0.10 way right after each call, in the caller's context. Nothing
+    happens on 0.10+.
+    """
+    module = sys.modules.get(_LM_MODULE)
+    if module is None or hasattr(module, "current_call_usage"):  # 0.10+, or done already
+        return
+    import contextvars
+    import functools
+
+    usage_var = contextvars.ContextVar("synalinks_obs_lm_call_usage", default=None)
+
+    def current_call_usage():
+        """Usage of the ``LanguageModel`` call that just ran in this task (backport)."""
+        return usage_var.get()
+
+    cls = module.LanguageModel
+    original = cls.__dict__["call"]
+    last_error = contextvars.ContextVar("synalinks_obs_lm_last_error", default=None)
+
+    @functools.wraps(original)
+    async def call(self, *args, **kwargs):
+        calls = getattr(self, "cumulated_calls", 0)
+        failed = getattr(self, "cumulated_failed_calls", 0)
+        last_error.set(None)
+        result = await original(self, *args, **kwargs)
+        if getattr(self, "cumulated_calls", 0) != calls:
+            prompt = getattr(self, "last_call_prompt_tokens", 0) or 0
+            completion = getattr(self, "last_call_completion_tokens", 0) or 0
+            usage_var.set({
+                "input_tokens": prompt,
+                "output_tokens": completion,
+                "total_tokens": getattr(self, "last_call_tokens", 0) or prompt + completion,
+                "cost": getattr(self, "last_call_cost", None),
+            })
+        elif result is None and getattr(self, "cumulated_failed_calls", 0) != failed:
+            usage_var.set({"error": last_error.get() or "every attempt failed"})
+        return result
+
+    cls.call = call
+    module.current_call_usage = current_call_usage
+    _backported.append((cls, module, original, "call"))
+    retrying = cls.__dict__.get("_call_with_retry")
+    if retrying is not None:  # where 0.9 raises the last attempt's error (then warns)
+
+        @functools.wraps(retrying)
+        async def _call_with_retry(self, *args, **kwargs):
+            try:
+                return await retrying(self, *args, **kwargs)
+            except Exception as exc:
+                last_error.set(str(exc) or type(exc).__name__)
+                raise
+
+        cls._call_with_retry = _call_with_retry
+        _backported.append((cls, module, retrying, "_call_with_retry"))
+
+
+_backported: list = []  # (LanguageModel, its module, original method, method name)
 
 
 def _no_auto_monitor_while_tracing(original) -> None:

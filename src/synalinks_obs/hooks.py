@@ -132,6 +132,7 @@ def _activate() -> None:
 
     instrument.instrument(Module)  # no-op when global tracing already patched it
     compat.harden_mlflow_id_generator()
+    compat.backport_call_usage()  # LM cost and tokens on Synalinks 0.9.x
     install()
 
 
