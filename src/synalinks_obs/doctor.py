@@ -143,7 +143,7 @@ def check_tracing(state: dict) -> Check:
     return Check(
         "tracing", True,
         f"on, activated by {how}; synalinks.enable_observability() calls are routed to "
-        "synalinks-obs and Synalinks' built-in Monitor stays silent (one span per call)",
+        "synalinks-obs (one span per module call)",
     )
 
 
