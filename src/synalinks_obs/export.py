@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import socket
 import subprocess
 import sys
@@ -49,10 +50,17 @@ from synalinks_obs.payloads import materialize, redactor_for, to_json
 _logger = logging.getLogger("synalinks_obs")
 
 BATCH_SIZE = 2_000  # queued records that wake the exporter thread before its interval
+PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
+
+
+# Seconds a fork waits for the exporter thread to finish what it is doing and step aside
+# (opening a new sqlite store can take that long on a busy machine).
+FORK_PARK_TIMEOUT = 60.0
+_ABANDONED: list = []  # a forked child's copies of the parent's files: never finalised
 
 
 class Exporter:
-    """The process-wide background exporter."""
+    """The process-wide background exporter (one thread, see the module docstring)."""
 
     def __init__(self, settings):
         self.settings = settings
@@ -60,9 +68,14 @@ class Exporter:
 
     def _reset_state(self):
         self._queue: collections.deque = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._progress = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # thread start/stop and fork hand-over
+        self._progress = threading.Condition(threading.Lock())  # flush() waits on it
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
+        self._thread_gone = False  # it stepped aside for a fork
+        self._parking = False
         self._busy = 0  # records taken off the queue but not yet handed to a sink
         self._stopping = False
         self._stopped = False
@@ -72,7 +85,9 @@ class Exporter:
         self._experiment_ids: dict[tuple, str] = {}
         self._then: dict[tuple, list] = collections.defaultdict(list)
         self._process: _ProcessSink | None = None  # the exporter process, once started
-        self._process_failed = False
+        self._process_tried = False
+        self._records_since = None  # when spans started waiting (see _maybe_start_process)
+        self._holding = False  # records wait for the exporter process to start
         self._local: _LocalSink | None = None  # the Writer in this thread, when needed
         self._lost: collections.Counter = collections.Counter()  # in a dead process
         self._gone_exported = 0  # written by an exporter process that died later
@@ -82,6 +97,11 @@ class Exporter:
         self._prefetching: set = set()
         self._soon: collections.deque = collections.deque()  # callables for the thread
         self.last_problem = ""
+        # Forked while our thread was inside MLflow: this process must not use MLflow
+        # itself (a lock or a connection may be stuck mid-operation); its exporter
+        # process does everything.
+        self._mlflow_unsafe = False
+        self._parked = True
 
     # -- counters -----------------------------------------------------------------------
     def _sinks(self):
@@ -111,9 +131,8 @@ class Exporter:
         queue.append(record)
         if self._thread is None:
             self._start()
-        elif len(queue) >= BATCH_SIZE:
-            with self._cond:
-                self._cond.notify()
+        elif len(queue) == BATCH_SIZE:
+            self._wake()
 
     def known_experiment_id(self, destination) -> str | None:
         """The experiment id of a destination if already resolved (never blocks)."""
@@ -123,30 +142,34 @@ class Exporter:
 
     def prefetch(self, destination, then=None) -> None:
         """Resolve (create) a destination's experiment in the background, then call
-        ``then(experiment_id)`` (on a thread of ours) once it is known."""
+        ``then(experiment_id)`` (on the exporter thread) once it is known."""
         if then is None and not destination.experiment_id:
             key = (destination.tracking_uri, destination.experiment_name)
             if key in self._prefetching:
                 return
             self._prefetching.add(key)
+        self._prefetch.append((destination, then))
         if self._thread is None:
             self._start()
-        self._prefetch.append((destination, then))
-        with self._cond:
-            self._cond.notify()
+        self._wake()
 
     def call_soon(self, fn) -> None:
         """Run ``fn()`` on the exporter thread at its next wake-up (best effort)."""
+        self._soon.append(fn)
         if self._thread is None:
             self._start()
-        self._soon.append(fn)
-        with self._cond:
-            self._cond.notify()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # full (it will wake anyway) or closed
+            pass
 
     # -- exporter thread ----------------------------------------------------------------
     def _start(self) -> None:
-        with self._cond:
-            if self._thread is not None or self._stopped:
+        with self._lock:
+            if self._thread is not None or self._stopped or self._parking:
                 return
             thread = threading.Thread(target=self._run, name="synalinks-obs-exporter", daemon=True)
             self._thread = thread
@@ -155,82 +178,133 @@ class Exporter:
         except RuntimeError:  # interpreter shutting down: no new threads
             self._thread = None
 
+    def _maybe_start_process(self) -> None:
+        """Start the exporter process once spans have kept coming for a while.
+
+        A short script (or one that traces a handful of calls) is better served by
+        writing from this thread at exit than by paying for a second interpreter that
+        imports MLflow (~2.5 s of CPU); an app that keeps producing spans gets it."""
+        if self._process_tried or not self._queue:
+            return
+        now = time.monotonic()
+        if self._records_since is None:
+            self._records_since = now
+        if now - self._records_since < PROCESS_AFTER and len(self._queue) < BATCH_SIZE:
+            return
+        self._process_tried = True
+        if not getattr(self.settings, "export_process", True):
+            return
+        try:
+            sink = _ProcessSink(self)
+            if sink.start():
+                self._process = sink
+        except Exception as exc:
+            _logger.info("synalinks-obs: cannot start the exporter process (%r)", exc)
+
     def _run(self) -> None:
-        if getattr(self.settings, "export_process", True):
-            try:
-                sink = _ProcessSink(self)
-                if sink.start():
-                    self._process = sink
-                else:
-                    self._process_failed = True
-            except Exception as exc:
-                self._process_failed = True
-                _logger.info("synalinks-obs: cannot start the exporter process (%r)", exc)
         wait = None
+        last_send = time.monotonic()
         while True:
-            with self._cond:
-                if not (
-                    self._queue or self._prefetch or self._soon or self._stopping or self._flush_now
-                ):
-                    interval = self.settings.export_interval
-                    self._cond.wait(interval if wait is None else min(interval, max(wait, 0.01)))
-                stopping = self._stopping
-                urgent = stopping or self._flush_now
-                self._flush_now = False
+            # Records are sent every export_interval (batches), sooner when a batch is
+            # full, a flush or the exit asks, or a fork is coming.
+            interval = self.settings.export_interval
+            now = time.monotonic()
+            due = (
+                self._stopping or self._flush_now or self._parking or self._prefetch
+                or self._soon or (len(self._queue) >= BATCH_SIZE and not self._holding)
+            )
+            if not due:
+                timeout = max(0.005, interval - (now - last_send))
+                if wait is not None:
+                    timeout = min(timeout, max(wait, 0.005))
+                self._wait(timeout)
+            with self._lock:
+                if self._parking:  # a fork is coming: hold no lock, run no code of ours
+                    self._thread_gone = True
+                    return
+            stopping = self._stopping
+            urgent = stopping or self._flush_now
+            self._flush_now = False
+            now = time.monotonic()
             try:
-                self._check_process()
+                self._maybe_start_process()
+                self._poll_process()
                 self._resolve_prefetched()
-                self._send_available(urgent)
+                if urgent or now - last_send >= interval or len(self._queue) >= BATCH_SIZE:
+                    last_send = now
+                    self._send_available(urgent)
                 self._run_soon()
                 wait = self._local.pump() if self._local is not None else None
             except Exception as exc:  # never let the thread die
                 self._warn_once("exporter", f"synalinks-obs: exporter error: {exc!r}")
+            with self._progress:
+                self._progress.notify_all()
             if stopping and not self._queue:
                 break
-        for sink in self._sinks():
-            try:
-                sink.close(self._close_deadline)
-            except Exception as exc:
-                self._warn_once("close", f"synalinks-obs: exporter error at exit: {exc!r}")
+            if stopping:
+                self._wait(0.05)  # the exporter process is starting: wait for its hello
+        self._close_sinks()
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until woken, an answer of the exporter process arrives, or ``timeout``."""
+        fds = [self._wake_r]
+        process = self._process
+        if process is not None and not process.finished:
+            fds.append(process.ack_fd)
+        try:
+            select.select(fds, [], [], timeout)
+        except (OSError, ValueError):
+            time.sleep(min(timeout, 0.05))
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def _poll_process(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        process.poll()
+        if process.finished and not process.said_bye and not self._stopping:
+            self._process_died(process)
+
+    def _process_died(self, process) -> None:
+        """An exporter process that exited unexpectedly: count what it held, go local."""
+        lost = process.sent - process.exported - sum(process.dropped.values())
+        code = process.process.poll() if process.process is not None else None
+        if lost > 0:
+            self._lost[f"the exporter process exited (code {code})"] += lost
+        self._lost.update(process.dropped)
+        self._gone_exported += process.exported
+        self._process = None
+        process.abandon()
+        _logger.info(
+            "synalinks-obs: the exporter process exited (code %s); writing spans from the "
+            "app's process", code,
+        )
+        for key, thens in list(self._then.items()):
+            if thens:
+                self._prefetch.append((_KeyDestination(*key), None))
 
     def _sink(self, urgent: bool):
         """Where spans go now: the exporter process once it is ready; until then (if
         they cannot wait) or without it, the Writer in this thread."""
         process = self._process
-        if process is not None:
-            if process.ready and not process.finished.is_set():
+        if process is not None and not process.finished:
+            if process.ready:
                 return process
-            if not process.finished.is_set() and not urgent:
+            if not urgent or self._mlflow_unsafe:
                 return None  # starting: keep the records a little longer
+        elif process is None and not self._process_tried and not urgent:
+            if getattr(self.settings, "export_process", True):
+                return None  # it may start soon (see _maybe_start_process)
         return self._local_sink()
 
     def _local_sink(self) -> "_LocalSink":
         if self._local is None:
             self._local = _LocalSink(self)
         return self._local
-
-    def _check_process(self) -> None:
-        """An exporter process that exited unexpectedly: count what it held, go local."""
-        process = self._process
-        if process is None or not process.finished.is_set() or self._stopping:
-            return
-        if process.said_bye:
-            return
-        lost = process.sent - process.exported - sum(process.dropped.values())
-        code = process.process.poll() if process.process is not None else None
-        if lost > 0:
-            self._lost[f"the exporter process exited (code {code})"] += lost
-        self._process_failed = True
-        _logger.info(
-            "synalinks-obs: the exporter process exited (code %s); writing spans from the "
-            "app's process", code,
-        )
-        self._lost.update(process.dropped)
-        self._gone_exported += process.exported
-        self._process = None
-        for key, thens in list(self._then.items()):
-            if thens:
-                self._prefetch.append((_KeyDestination(*key), None))
 
     def _resolve_prefetched(self) -> None:
         pending = []
@@ -250,13 +324,12 @@ class Exporter:
         # we adopt) should not wait for the exporter process to start.
         for destination in pending:
             process = self._process
-            if (
-                _writer._is_http(destination.tracking_uri)
-                and process is not None
-                and process.ready
-                and not process.finished.is_set()
+            usable = process is not None and not process.finished
+            if usable and (
+                self._mlflow_unsafe
+                or (_writer._is_http(destination.tracking_uri) and process.ready)
             ):
-                process.resolve(destination)
+                process.resolve(destination)  # queued in its socket while it starts
             else:
                 self._local_sink().resolve(destination)
 
@@ -267,6 +340,7 @@ class Exporter:
         # While the exporter process starts, records wait here unless a flush asks for
         # them now or the queue fills up.
         sink = self._sink(urgent or len(queue) >= self.settings.max_queue_spans // 2)
+        self._holding = sink is None
         if sink is None:
             return
         settings = self.settings
@@ -290,7 +364,6 @@ class Exporter:
                     groups.setdefault(record.trace.destination, []).append(wire)
             except IndexError:
                 pass
-            self._busy = count
             try:
                 for destination, wires in groups.items():
                     target = sink
@@ -301,9 +374,8 @@ class Exporter:
                     except Exception:
                         if target is self._local:
                             raise
-                        target.finished.set()
-                        self._check_process()
-                        sink = self._sink(True)
+                        self._process_died(target)
+                        sink = self._local_sink()
                         sink.send(destination, wires)
             finally:
                 self._busy = 0
@@ -319,7 +391,7 @@ class Exporter:
         """
         if destination.experiment_id or _writer._is_http(destination.tracking_uri):
             return True
-        if self.known_experiment_id(destination) is not None:
+        if self.known_experiment_id(destination) is not None or self._mlflow_unsafe:
             return True
         self._local_sink().resolve(destination)
         return self.known_experiment_id(destination) is not None
@@ -332,7 +404,22 @@ class Exporter:
             except Exception as exc:
                 self._warn_once("soon", f"synalinks-obs: deferred task failed: {exc!r}")
 
-    # -- messages from the sinks (the exporter process: its reader thread) --------------
+    def _close_sinks(self) -> None:
+        """At exit: EOF to the exporter process, write what this thread holds, then
+        collect the process's last report (all before the deadline)."""
+        deadline = self._close_deadline or time.monotonic()
+        process, local = self._process, self._local
+        if process is not None:
+            process.close(deadline)
+        if local is not None:
+            try:
+                local.close(deadline)
+            except Exception as exc:
+                self._warn_once("close", f"synalinks-obs: exporter error at exit: {exc!r}")
+        if process is not None:
+            process.wait(deadline)
+
+    # -- messages from the sinks ----------------------------------------------------------
     def _on_message(self, kind, *args) -> None:
         if kind == "experiment":
             key, experiment_id = args
@@ -346,8 +433,6 @@ class Exporter:
             _logger.info("synalinks-obs: %s; spans are kept and retried", args[0])
         elif kind == "warning":
             self._warn_once(args[0], f"synalinks-obs: {args[0]}")
-        with self._progress:
-            self._progress.notify_all()
 
     def _call_then(self, then, experiment_id) -> None:
         try:
@@ -381,15 +466,15 @@ class Exporter:
         if self._pid != os.getpid() or self._thread is None:
             return not self._queue
         deadline = time.monotonic() + (self.settings.flush_timeout if timeout is None else timeout)
-        with self._cond:
-            self._flush_now = True
-            self._cond.notify()
+        self._flush_now = True
+        self._wake()
         while not self._idle():
             left = deadline - time.monotonic()
-            if left <= 0 or not self._thread.is_alive():
+            thread = self._thread
+            if left <= 0 or thread is None or not thread.is_alive():
                 return self._idle()
             with self._progress:
-                self._progress.wait(min(left, 0.01))
+                self._progress.wait(min(left, 0.05))
         return True
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -398,24 +483,25 @@ class Exporter:
             return
         budget = self.settings.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        thread = self._thread
-        with self._cond:
+        self._close_deadline = deadline
+        with self._lock:
             self._stopped = True
             self._stopping = True
-            self._close_deadline = deadline
-            self._cond.notify()
+            thread = self._thread
+        self._wake()
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
-            finished = not thread.is_alive()
-            for sink in self._sinks():
-                finished = sink.wait(deadline) and finished
-            if not finished:
-                left = len(self._queue) + self._busy
+            left = 0
+            if thread.is_alive():  # still writing: what it holds is lost
+                left += len(self._queue) + self._busy
                 self._queue.clear()
-                for sink in self._sinks():
-                    left += sink.abandon()
-                if left:
-                    self._drop(left, f"exit flush timed out after {budget:g} s")
+                if self._local is not None:
+                    left += self._local.abandon()
+            process = self._process
+            if process is not None and not process.said_bye:
+                left += process.abandon()
+            if left:
+                self._drop(left, f"exit flush timed out after {budget:g} s")
         self.report()
 
     def report(self) -> None:
@@ -431,13 +517,73 @@ class Exporter:
             )
 
     # -- fork ---------------------------------------------------------------------------
+    def _before_fork(self) -> None:
+        """Let the exporter thread finish what it is doing and exit, so that the fork
+        copies no lock of ours (or MLflow's) held mid-operation, and Python sees a
+        single-threaded process (no 'multi-threaded fork' warning because of us)."""
+        thread = self._thread
+        if thread is None or self._pid != os.getpid() or not thread.is_alive():
+            return
+        with self._lock:
+            self._parking = True
+        self._wake()
+        thread.join(FORK_PARK_TIMEOUT)
+        self._parked = not thread.is_alive()
+        if self._parked and thread.native_id is not None:
+            # join() returns a moment before the OS thread is gone, and Python counts
+            # OS threads to decide whether to warn about forking a threaded process.
+            task = f"/proc/self/task/{thread.native_id}"
+            deadline = time.monotonic() + 0.5
+            while os.path.exists(task) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+
+    def _after_fork_in_parent(self) -> None:
+        self._parked = True
+        with self._lock:
+            self._parking = False
+            restart = self._thread_gone
+            self._thread_gone = False
+            if restart:
+                self._thread = None
+        if restart and not self._stopped:
+            self._start()
+
     def _after_fork_in_child(self) -> None:
         """Forget the parent's queue, thread and exporter process (the parent writes its
         own spans); this process starts its own on its first span."""
         process = self._process
+        old_fds = (self._wake_r, self._wake_w)
+        known = dict(self._experiment_ids)  # facts about the stores, still true here
+        unsafe = not self._parked
         self._reset_state()
+        self._experiment_ids = known
+        self._mlflow_unsafe = unsafe and getattr(self.settings, "export_process", True)
+        for fd in old_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if process is not None:
             process.forget_in_child()
+        _dispose_mlflow_engines()
+
+
+def _dispose_mlflow_engines() -> None:
+    """In a forked child: drop the database connections MLflow inherited (SQLAlchemy
+    pools must not share connections across processes) without closing the parent's."""
+    registry = sys.modules.get("mlflow.tracking._tracking_service.registry")
+    if registry is not None and hasattr(registry, "_building_store_lock"):
+        registry._building_store_lock = threading.Lock()
+    store_module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    store = getattr(store_module, "SqlAlchemyStore", None)
+    if store is None:
+        return
+    try:
+        store._engine_map_lock = threading.Lock()
+        for engine in list(getattr(store, "_engine_map", {}).values()):
+            engine.dispose(close=False)
+    except Exception:
+        pass
 
 
 class _KeyDestination(tuple):
@@ -458,6 +604,8 @@ class _KeyDestination(tuple):
 class _LocalSink:
     """The ``Writer`` inside the exporter thread."""
 
+    finished = False
+
     def __init__(self, exporter: Exporter):
         self.exporter = exporter
         self.writer = _writer.Writer(
@@ -472,10 +620,6 @@ class _LocalSink:
     def dropped(self):
         return self.writer.dropped
 
-    @property
-    def sent(self) -> int:
-        return self.writer.exported + sum(self.writer.dropped.values()) + self.writer.pending
-
     def send(self, destination, wires) -> None:
         self.writer.add(destination, len(wires), wires)
 
@@ -489,14 +633,10 @@ class _LocalSink:
         return self.writer.pending == self.writer.held
 
     def close(self, deadline) -> None:
-        budget = (deadline or time.monotonic()) - time.monotonic()
+        budget = deadline - time.monotonic()
         self.writer.drain(
-            deadline or time.monotonic(),
-            timeout_reason=f"exit flush timed out after {max(budget, 0):.3g} s",
+            deadline, timeout_reason=f"exit flush timed out after {max(budget, 0):.3g} s"
         )
-
-    def wait(self, deadline) -> bool:
-        return self.writer.pending == 0
 
     def abandon(self) -> int:
         return self.writer.pending
@@ -506,7 +646,9 @@ _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class _ProcessSink:
-    """The exporter process (``python -m synalinks_obs._writer``) and its two pipes."""
+    """The exporter process (``synalinks_obs._writer``) and its two channels: a socket
+    as its stdin (ours to write: no SIGPIPE) and a pipe for its answers, read by the
+    exporter thread without blocking."""
 
     def __init__(self, exporter: Exporter):
         self.exporter = exporter
@@ -514,12 +656,13 @@ class _ProcessSink:
         self.sent = 0
         self.exported = 0
         self.dropped: collections.Counter = collections.Counter()
-        self.finished = threading.Event()  # "bye" received or the process is gone
-        self.ready = False  # it said hello: mlflow is imported there
         self.held = 0  # spans it keeps for a store that is failing
+        self.ready = False  # it said hello: mlflow is imported there
         self.said_bye = False
-        self._ack_file = None
-        self._socket = None  # our end of the process's stdin (a socket: no SIGPIPE)
+        self.finished = False  # "bye" received or the process is gone
+        self.ack_fd = None
+        self._socket = None
+        self._buffer = b""
 
     def start(self) -> bool:
         executable = sys.executable
@@ -553,11 +696,10 @@ class _ProcessSink:
                 pass_fds=(write_fd,),
                 env=env,
                 cwd=os.getcwd(),
-                bufsize=0,
             )
         except Exception as exc:
-            os.close(read_fd)
-            os.close(write_fd)
+            for fd in (read_fd, write_fd):
+                os.close(fd)
             ours.close()
             theirs.close()
             _logger.info("synalinks-obs: cannot start the exporter process (%r)", exc)
@@ -565,43 +707,52 @@ class _ProcessSink:
         os.close(write_fd)
         theirs.close()
         ours.shutdown(socket.SHUT_RD)
+        os.set_blocking(read_fd, False)
         self._socket = ours
-        self._ack_file = os.fdopen(read_fd, "rb")
-        threading.Thread(
-            target=self._read_acks, name="synalinks-obs-acks", daemon=True
-        ).start()
+        self.ack_fd = read_fd
         return True
 
-    def _read_acks(self) -> None:
-        exporter = self.exporter
-        try:
-            while True:
-                try:
-                    message = _writer.read_frame(self._ack_file)
-                except Exception:
-                    message = None
-                if message is None:
-                    break
-                kind = message[0]
-                if kind in ("done", "bye"):
-                    self.exported = message[1]
-                    self.dropped = collections.Counter(message[2])
-                    self.held = message[3]
-                    if kind == "bye":
-                        self.said_bye = True
-                        self.finished.set()
-                elif kind == "hello":
-                    self.ready = True
-                    with exporter._cond:
-                        exporter._cond.notify()  # records may be waiting for us
-                exporter._on_message(*message)
-        finally:
-            self.finished.set()
-            with exporter._progress:
-                exporter._progress.notify_all()
+    def poll(self) -> None:
+        """Read and handle whatever the process has answered (never blocks)."""
+        if self.finished:
+            return
+        while True:
+            try:
+                data = os.read(self.ack_fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.finished = True
+                break
+            self._buffer += data
+        buffer = self._buffer
+        size = _writer._HEADER.size
+        while len(buffer) >= size:
+            (length,) = _writer._HEADER.unpack_from(buffer)
+            if len(buffer) < size + length:
+                break
+            message = pickle.loads(buffer[size:size + length])
+            buffer = buffer[size + length:]
+            self._handle(message)
+        self._buffer = buffer
+
+    def _handle(self, message) -> None:
+        kind = message[0]
+        if kind in ("done", "bye"):
+            self.exported = message[1]
+            self.dropped = collections.Counter(message[2])
+            self.held = message[3]
+            if kind == "bye":
+                self.said_bye = True
+                self.finished = True
+        elif kind == "hello":
+            self.ready = True
+        self.exporter._on_message(*message)
 
     def _write(self, message) -> None:
-        if self.finished.is_set():
+        if self.finished:
             raise BrokenPipeError("the exporter process exited")
         self._socket.sendall(_writer.frame(message), _NOSIGNAL)
 
@@ -614,14 +765,17 @@ class _ProcessSink:
         self._write(("resolve", destination))
 
     def idle(self) -> bool:
-        if self.finished.is_set():
+        if self.finished:
             return True
         return self.exported + sum(self.dropped.values()) + self.held >= self.sent
 
     def close(self, deadline) -> None:
         """No more spans: tell the process how long it may take, then EOF."""
+        if self.sent == 0:  # nothing of ours in it: no reason to wait for it
+            self.abandon()
+            return
         try:
-            left = (deadline - time.monotonic()) if deadline else 0.0
+            left = deadline - time.monotonic()
             # keep a margin for its last report and its exit
             self._write(("close", max(0.0, left * 0.9 - 0.3)))
         except Exception:
@@ -631,19 +785,21 @@ class _ProcessSink:
         except Exception:
             pass
 
-    def wait(self, deadline) -> bool:
-        """Wait for the process to report its last writes; False at the deadline."""
-        if self.sent == 0:  # nothing of ours in it: no reason to wait
-            self.abandon()
-            return True
-        self.finished.wait(max(0.0, deadline - time.monotonic()))
-        if not self.finished.is_set():
-            return False
+    def wait(self, deadline) -> None:
+        """Collect the process's answers until its last one (or the deadline)."""
+        while not self.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                select.select([self.ack_fd], [], [], min(left, 0.5))
+            except (OSError, ValueError):
+                return
+            self.poll()
         try:
             self.process.wait(max(0.05, deadline - time.monotonic()))
         except Exception:
             pass
-        return True
 
     def abandon(self) -> int:
         """Stop the process now; the number of spans it had not written yet."""
@@ -653,20 +809,24 @@ class _ProcessSink:
                 self.process.wait(1.0)
             except Exception:
                 pass
-        if self.finished.is_set() and self.process is not None and self.process.returncode == 0:
-            return 0
-        return max(0, self.sent - self.exported - sum(self.dropped.values()))
-
-    def forget_in_child(self) -> None:
-        """In a forked child: close our copies of the parent's pipes, touch nothing else."""
-        for closer in (
-            lambda: self._socket.close(),
-            lambda: self._ack_file.close(),
-        ):
+        for close in (lambda: self._socket.close(), lambda: os.close(self.ack_fd)):
             try:
-                closer()
+                close()
             except Exception:
                 pass
+        left = 0 if self.said_bye else self.sent - self.exported - sum(self.dropped.values())
+        self.finished = True
+        return max(0, left)
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close our copies of the parent's channels (raw, so that no
+        lock a parent's thread held is touched), and never wait for its process."""
+        for fd_of in (lambda: self._socket.fileno(), lambda: self.ack_fd):
+            try:
+                os.close(fd_of())
+            except Exception:
+                pass
+        _ABANDONED.append(self)  # its socket object would close a reused fd number
         if self.process is not None:
             self.process.returncode = 0  # not our child: never wait for it
 
@@ -681,13 +841,27 @@ def shared_exporter(settings) -> Exporter:
         _shared = Exporter(settings)
     else:
         _shared.settings = settings
-        if _shared._stopped and _shared._thread is None:
-            _shared._stopped = False
+        if _shared._stopped and (_shared._thread is None or not _shared._thread.is_alive()):
+            _shared._stopped = _shared._stopping = False
+            _shared._thread = None
     return _shared
 
 
 def current_exporter() -> Exporter | None:
     return _shared
+
+
+def _before_fork() -> None:
+    if _shared is not None:
+        try:
+            _shared._before_fork()
+        except Exception:
+            pass
+
+
+def _after_fork_in_parent() -> None:
+    if _shared is not None:
+        _shared._after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
@@ -696,7 +870,11 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 # -- record -> span tuple (exporter thread) ---------------------------------------------
