@@ -206,17 +206,22 @@ def current_record() -> CallRecord | None:
     return _CURRENT.get()
 
 
-def _safe_text(getter) -> str:
-    """A plain ``str`` (never a subclass with surprises), ``""`` if the getter fails."""
+def _text_attribute(obj, name: str) -> str:
+    """``obj.<name>`` as a plain ``str`` (never a subclass with surprises); ``""`` if it
+    is missing, None or raises."""
     try:
-        value = getter()
-        if type(value) is str:
-            return value
-        if isinstance(value, str):
-            return str.__str__(value)
-        return "" if value is None else str(value)
+        value = getattr(obj, name)
+        return value if type(value) is str else _plain_text(value)
     except Exception:
         return ""
+
+
+def _plain_text(value) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    return "" if value is None else str(value)
 
 
 def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
@@ -263,8 +268,8 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
     record.module_id = id(module)
     record.module_class = cls.__name__
     record.span_type = span_type_for(cls)
-    record.module_name = _safe_text(lambda: module.name)
-    record.description = _safe_text(lambda: module.description)
+    record.module_name = _text_attribute(module, "name")
+    record.description = _text_attribute(module, "description")
     if trace.sampled and tracer.capture_payloads:
         record.inputs, record.symbolic = capture_args(args)
         record.kwargs = capture_kwargs(kwargs) if kwargs else None
@@ -272,7 +277,7 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
         record.inputs = record.kwargs = None
         record.symbolic = capture_args(args)[1] if trace.sampled else False
     if record.span_type == "CHAT_MODEL":
-        record.model = _safe_text(lambda: getattr(module, "model", None))
+        record.model = _text_attribute(module, "model")
     record.start_ns = time.time_ns()
     return record
 
@@ -282,9 +287,7 @@ def enter(record: CallRecord):
     token = _CURRENT.set(record)
     if not record.trace.sampled:
         return token, None
-    span = ObsSpan(record)
-    record.otel_span = span
-    return token, CONTEXT.attach(span)
+    return token, CONTEXT.attach(ObsSpan(record))
 
 
 def leave(tokens) -> None:
