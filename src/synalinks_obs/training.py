@@ -860,8 +860,63 @@ def restore_state(program, run_id: str, tracking_uri: str | None = None) -> dict
         )
         with open(path, encoding="utf-8") as handle:
             state = json.load(handle)
-    program.set_state_tree(state)
+    program.set_state_tree(_renamed_for(program, state))
     return state
+
+
+_VARIABLE_GROUPS = ("trainable_variables", "non_trainable_variables")
+
+
+def _fields_by_path(tree: dict) -> dict:
+    """{variable path: {field: value}} of one group of a state tree, in its order."""
+    fields: dict = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}/")
+            else:
+                fields.setdefault(prefix.rstrip("/"), {})[key] = value
+
+    walk(tree, "")
+    return fields
+
+
+def _nested(fields: dict) -> dict:
+    tree: dict = {}
+    for path, values in fields.items():
+        node = tree
+        for part in path.split("/"):
+            node = node.setdefault(part, {})
+        node.update(values)
+    return tree
+
+
+def _renamed_for(program, state):
+    """``state`` with its variables renamed to ``program``'s, matched by position.
+
+    Synalinks 0.10 matches a program built under other module names by position itself;
+    0.9.x matches by path only and silently skips the rest. Renaming first gives every
+    version the same result; a tree of another shape is passed on unchanged.
+    """
+    if not isinstance(state, dict):
+        return state
+    renamed = dict(state)
+    for group in _VARIABLE_GROUPS:
+        saved_tree = state.get(group)
+        variables = getattr(program, group, None)
+        if not isinstance(saved_tree, dict) or not variables:
+            continue
+        saved = _fields_by_path(saved_tree)
+        own = _fields_by_path(_nested({v.path: dict(v.get_json()) for v in variables}))
+        if set(saved) == set(own) or len(saved) != len(own):
+            continue
+        if any(set(a) != set(b) for a, b in zip(saved.values(), own.values())):
+            continue
+        renamed[group] = _nested(
+            {own_path: saved[saved_path] for saved_path, own_path in zip(saved, own)}
+        )
+    return renamed
 
 
 # == autolog: the fit()/evaluate() wrapper ==================================================
