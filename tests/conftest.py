@@ -63,6 +63,18 @@ SERVER_START_TIMEOUT = float(os.environ.get("TEST_MLFLOW_SERVER_TIMEOUT", "240")
 FAKE_MODEL = "openai/gpt-4o-mini"
 
 
+def _synalinks_minor():
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("synalinks").split(".")[:2])
+    return major, minor
+
+
+# Synalinks 0.9.x (the oldest supported): fit() validates after every training batch,
+# hands callbacks no dataset sizes and reports no finish_reason for an LM call.
+SYNALINKS_09 = _synalinks_minor() < (0, 10)
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(_SYNALINKS_HOME, ignore_errors=True)
 

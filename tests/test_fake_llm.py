@@ -15,6 +15,7 @@ import jsonschema
 import pydantic
 import pytest
 
+from conftest import SYNALINKS_09
 from fake_llm import instance_from_schema
 
 # -- schema-driven generation -------------------------------------------------
@@ -289,7 +290,8 @@ def test_call_usage_reports_cost_in_the_calling_task(lm, data_models):
     result, usage = asyncio.run(main())
 
     assert result.get("answer") == "Example answer."
-    assert usage["finish_reason"] == "stop"
+    if not SYNALINKS_09:  # 0.9.x (synalinks-obs' backport) has no finish_reason
+        assert usage["finish_reason"] == "stop"
     assert usage["cost"] > 0
     assert usage["cost"] == pytest.approx(
         expected_cost(usage["input_tokens"], usage["output_tokens"])
