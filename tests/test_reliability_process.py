@@ -195,6 +195,14 @@ ZYGOTE = textwrap.dedent(
 )
 
 
+def _read(path):
+    """A file the forked app creates: empty until the app has opened it."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        return ""
+
+
 class Run:
     """One app run: its files, then (after ``wait``) exit status, wall time, peak RSS."""
 
@@ -206,11 +214,11 @@ class Run:
 
     @property
     def stdout(self):
-        return Path(self.job["stdout"]).read_text()
+        return _read(self.job["stdout"])
 
     @property
     def stderr(self):
-        return Path(self.job["stderr"]).read_text()
+        return _read(self.job["stderr"])
 
     def wait(self, timeout=300):
         result = self.zygote.result(self.pid, timeout)
@@ -323,6 +331,7 @@ class FaultyStore:
         self.requests = 0
         self.span_writes = 0  # OTLP span exports forwarded and answered 200
         self._server = None
+        self._switching = threading.Lock()  # the test and the app both switch modes
         self._control = ThreadingHTTPServer(("127.0.0.1", 0), self._control_handler())
         self._control.daemon_threads = True
         threading.Thread(target=self._control.serve_forever, daemon=True).start()
@@ -331,15 +340,16 @@ class FaultyStore:
 
     def set_mode(self, mode):
         mode = "proxy" if mode == "up" else mode
-        self.mode = mode
-        if mode == "down" and self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        elif mode != "down" and self._server is None:
-            self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-            self._server.daemon_threads = True
-            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        with self._switching:
+            self.mode = mode
+            if mode == "down" and self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
+                self._server = None
+            elif mode != "down" and self._server is None:
+                self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+                self._server.daemon_threads = True
+                threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self):
         self.set_mode("down")
