@@ -278,6 +278,11 @@ def test_call_usage_reports_cost_in_the_calling_task(lm, data_models):
     LM: visible after a direct module call, not after `await program(...)`
     (a Program runs its nodes in child tasks via `asyncio.gather`)."""
     import synalinks
+
+    if SYNALINKS_09:  # 0.9.x has the function only through synalinks-obs' backport
+        from synalinks_obs import compat
+
+        compat.backport_call_usage()
     from synalinks.src.modules.language_models.language_model import current_call_usage
 
     query_model, answer_model = data_models
