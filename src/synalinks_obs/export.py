@@ -23,7 +23,10 @@ Guarantees:
 - at interpreter exit, what is queued is written before threads are torn down, bounded
   by ``flush_timeout`` seconds (a store known to be down is not waited for);
 - after ``fork()`` the child starts empty: it neither writes nor reports the parent's
-  queued spans (the parent does), and starts its own thread and exporter process.
+  queued spans (the parent does), and starts its own thread and exporter process; in
+  the parent the thread, which stepped aside for the fork, comes back with the next
+  span, flush or exit (not from the after-fork hook: Python 3.13 counts threads after
+  those hooks and would warn that the app forked a multi-threaded process).
 """
 
 from __future__ import annotations
@@ -159,6 +162,9 @@ class Exporter:
         if self._thread is None:
             self._start()
         self._wake()
+
+    def _has_work(self) -> bool:
+        return bool(self._queue or self._prefetch or self._soon)
 
     def _wake(self) -> None:
         try:
@@ -463,8 +469,14 @@ class Exporter:
 
         Spans held for a store that is failing do not hold the flush up: they are
         retried in the background (and reported at exit if they never get written)."""
-        if self._pid != os.getpid() or self._thread is None:
+        if self._pid != os.getpid():
             return not self._queue
+        if self._thread is None:
+            if not self._has_work():
+                return True
+            self._start()  # parked for a fork since the last span
+            if self._thread is None:
+                return not self._queue
         deadline = time.monotonic() + (self.settings.flush_timeout if timeout is None else timeout)
         self._flush_now = True
         self._wake()
@@ -484,6 +496,8 @@ class Exporter:
         budget = self.settings.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         self._close_deadline = deadline
+        if self._thread is None and self._has_work():
+            self._start()  # parked for a fork since the last span: write what is queued
         with self._lock:
             self._stopped = True
             self._stopping = True
@@ -502,6 +516,9 @@ class Exporter:
                 left += process.abandon()
             if left:
                 self._drop(left, f"exit flush timed out after {budget:g} s")
+        elif self._queue:  # no thread could be started: say so rather than lose them quietly
+            self._drop(len(self._queue), "the exporter thread could not start at exit")
+            self._queue.clear()
         self.report()
 
     def report(self) -> None:
@@ -541,12 +558,12 @@ class Exporter:
         self._parked = True
         with self._lock:
             self._parking = False
-            restart = self._thread_gone
-            self._thread_gone = False
-            if restart:
+            if self._thread_gone:
                 self._thread = None
-        if restart and not self._stopped:
-            self._start()
+            self._thread_gone = False
+        # The thread is not restarted here but by the next span, flush or the exit:
+        # Python 3.13 counts the process's threads after these hooks have run and would
+        # warn that the *app* forked a multi-threaded process.
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's queue, thread and exporter process (the parent writes its
