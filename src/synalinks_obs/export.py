@@ -698,7 +698,7 @@ class _ProcessSink:
         ours, theirs = socket.socketpair()
         code = (
             "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-            "from synalinks_obs._writer import main; sys.exit(main())"
+            "from synalinks_obs._writer import run_and_exit; run_and_exit()"
         )
         debug = _logger.isEnabledFor(logging.DEBUG)
         try:

@@ -1,0 +1,438 @@
+"""What tracing costs a Synalinks app: untraced vs Synalinks' built-in observability vs
+synalinks-obs, side by side, in one run.
+
+    LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python benchmarks/overhead.py
+
+Workloads (each configuration runs in a fresh interpreter, one after the other):
+
+  (a) a program of 10 trivial custom modules (11 module calls per program call, no LM):
+      the worst case for a tracer, nothing to hide its cost behind;
+  (b) a QA program (Input -> Generator) whose LM answers after ~20 ms: an offline
+      OpenAI-compatible server on 127.0.0.1 (tests/fake_llm.py), priced by litellm.
+
+Row "untraced, other core kept busy" (workload a) is a control of the machine, not of
+tracing: the same untraced loop while another process spins on the second core. On
+small VMs (2 vCPUs sharing a physical core) that alone slows the loop down; exporting
+"on the other core" pays the same price, so compare synalinks-obs with both rows.
+
+For each: per program call (median, p95) and the ratio of the median to untraced; CPU
+seconds of the whole process (user + system, the exporter process included, since the
+app waits for it); the calling thread's extra CPU per span; the exit time after the
+loop; peak RSS; spans landed in the store / expected. Then a start-up benchmark:
+``python -c pass`` in a venv without the package, and with its wheel installed,
+``SYNALINKS_OBSERVABILITY`` unset and set (plus ``-X importtime`` of what we import).
+
+Options: ``--calls-a N --calls-b N`` (program calls per run), ``--builtin-calls-a N
+--builtin-calls-b N`` (the built-in observability is ~40x slower on (a)), ``--down``
+(also (a) into a store that is down: memory stays bounded), ``--server`` (also (a)
+into a local ``mlflow server`` on 127.0.0.1, built-in and synalinks-obs: the client's
+CPU per span), ``--no-startup``, ``--only a|b|startup``. Timings on a shared machine
+are noisy: run it twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+APP = textwrap.dedent(
+    r'''
+    import asyncio, json, os, resource, sys, time
+
+    workload, config, calls, uri, base_url = sys.argv[1:6]
+    calls = int(calls)
+    started = time.perf_counter()
+    import synalinks
+
+    experiment = os.environ.get("BENCH_EXPERIMENT", "bench")
+    if config == "builtin":
+        synalinks.enable_observability(tracking_uri=uri, experiment_name=experiment)
+    elif config == "obs":
+        import synalinks_obs
+
+        synalinks_obs.enable(tracking_uri=uri, experiment_name=experiment)
+
+    class Question(synalinks.DataModel):
+        question: str
+
+    class Answer(synalinks.DataModel):
+        answer: str
+
+    class Step(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    async def build():
+        x = synalinks.Input(data_model=Question)
+        if workload == "a":
+            y = x
+            for i in range(10):
+                y = await Step(name=f"step_{i}")(y)
+        else:
+            lm = synalinks.LanguageModel(
+                model="openai/gpt-4o-mini", api_base=base_url, api_key="sk-bench"
+            )
+            y = await synalinks.Generator(data_model=Answer, language_model=lm, name="answer")(x)
+        return synalinks.Program(inputs=x, outputs=y, name=f"bench_{workload}")
+
+    program = asyncio.run(build())
+
+    async def loop(n, times):
+        for i in range(n):
+            begin = time.perf_counter()
+            await program(Question(question=f"question {i}?"))
+            times.append(time.perf_counter() - begin)
+
+    # Warm-up: at least 5 calls and WARMUP seconds (tracing's one-off start-up work,
+    # e.g. opening the store and starting the exporter process, is not the steady
+    # state), then a full collection, as a long-running app has had its first one.
+    warm_calls, warm_start = 0, time.perf_counter()
+    while warm_calls < 5 or time.perf_counter() - warm_start < float(os.environ["WARMUP"]):
+        asyncio.run(loop(1, []))
+        warm_calls += 1
+    import gc
+
+    gc.collect()
+    gc_stats = {"seconds": 0.0, "full": 0}
+    gc_started = [0.0]
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_stats["seconds"] += time.perf_counter() - gc_started[0]
+            gc_stats["full"] += info["generation"] == 2
+
+    gc.callbacks.append(on_gc)
+    burner = None
+    if os.environ.get("BURN_OTHER_CORE") == "1":  # the machine control: no tracing at all
+        import subprocess
+
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)
+    times = []
+    cpu0, thread0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
+    asyncio.run(loop(calls, times))
+    cpu1, thread1, wall1 = time.process_time(), time.thread_time(), time.perf_counter()
+    if burner is not None:
+        burner.kill()
+        burner.wait()
+    print(json.dumps({
+        "times": times, "loop_cpu": cpu1 - cpu0, "thread_cpu": thread1 - thread0,
+        "loop_wall": wall1 - wall0, "loop_end": time.time(),
+        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "startup": wall0 - started, "warm_calls": warm_calls,
+        "gc_seconds": gc_stats["seconds"], "gc_full": gc_stats["full"],
+    }), flush=True)
+    '''
+)
+
+SPANS_PER_CALL = {"a": 11, "b": 3}
+CONFIGS = ("untraced", "builtin", "obs")
+LABELS = {"untraced": "untraced", "builtin": "built-in enable_observability()",
+          "obs": "synalinks-obs", "down": "synalinks-obs, store down",
+          "builtin-server": "built-in, local mlflow server",
+          "obs-server": "synalinks-obs, local mlflow server",
+          "busy": "untraced, other core kept busy"}
+# what the app runs for each configuration
+APP_CONFIG = {"down": "obs", "obs-server": "obs", "builtin-server": "builtin",
+              "busy": "untraced"}
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SYNALINKS_OBS", "MLFLOW_", "_SYNALINKS_OBS"))}
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    env.update(extra)
+    return env
+
+
+def run_app(app, workload, config, calls, uri, base_url, env):
+    process = subprocess.Popen(
+        [sys.executable, str(app), workload, APP_CONFIG.get(config, config),
+         str(calls), uri, base_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    out_lines = []
+    for line in process.stdout:
+        out_lines.append(line)
+    _, status, usage = os.wait4(process.pid, 0)
+    exited = time.time()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read()
+    result = None
+    for line in out_lines:
+        if line.startswith("{"):
+            result = json.loads(line)
+    if process.returncode != 0 or result is None:
+        raise RuntimeError(f"{workload}/{config} failed ({process.returncode}):\n{stderr[-3000:]}")
+    result["cpu"] = usage.ru_utime + usage.ru_stime  # this process + what it reaped
+    if config == "busy":  # the burner is not the app's
+        result["cpu"] = float("nan")
+    result["maxrss_kb"] = usage.ru_maxrss
+    result["exit_time"] = exited - result["loop_end"]
+    result["stderr"] = [l for l in stderr.splitlines() if "synalinks-obs" in l][-2:]
+    return result
+
+
+def spans_landed(uri, experiment="bench"):
+    import mlflow
+
+    # Traces whose spans a server keeps as artifacts (mlflow-artifacts:/) are read
+    # through MLflow's global tracking URI.
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return 0
+    total, token = 0, None
+    while True:
+        page = client.search_traces(locations=[found.experiment_id], max_results=500,
+                                    page_token=token, include_spans=True)
+        for trace in page:
+            spans = trace.data.spans
+            if not any(s.attributes.get("synalinks.is_symbolic") is True for s in spans):
+                total += len(spans)
+        token = page.token
+        if not token:
+            return total
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def workload_table(workload, results, calls_by_config):
+    base = results["untraced"]
+    base_median = statistics.median(base["times"])
+    per_call = SPANS_PER_CALL[workload]
+    rows = []
+    header = (f"{'':34} {'calls':>6} {'median':>9} {'p95':>9} {'ratio':>6} {'CPU s':>7} "
+              f"{'CPU/span':>9} {'thread/span':>11} {'GC s':>5} {'exit s':>7} {'RSS MB':>7} {'spans landed':>16}")
+    rows.append(header)
+    for config, result in results.items():
+        calls = calls_by_config[config]
+        median = statistics.median(result["times"])
+        p95 = percentile(result["times"], 0.95)
+        ratio = median / base_median
+        spans = calls * per_call
+        if config in ("untraced", "busy"):
+            cpu_span = thread_span = "-"
+            landed = "-"
+        else:
+            # extra CPU of the whole process (exporter process included) per span, scaled
+            # to this run's number of calls; extra CPU of the calling thread per span
+            base_cpu = base["cpu"] * calls / calls_by_config["untraced"]
+            base_thread = base["thread_cpu"] * calls / calls_by_config["untraced"]
+            cpu_span = f"{(result['cpu'] - base_cpu) / spans * 1e3:.2f} ms"
+            thread_span = f"{(result['thread_cpu'] - base_thread) / spans * 1e6:.0f} us"
+            landed = f"{result.get('landed', 0)}/{(calls + result['warm_calls']) * per_call}"
+        rows.append(
+            f"{LABELS[config]:34} {calls:>6} {median * 1e3:>7.2f}ms {p95 * 1e3:>7.2f}ms "
+            f"{ratio:>5.2f}x {result['cpu']:>7.1f} {cpu_span:>9} {thread_span:>11} "
+            f"{result['gc_seconds']:>5.2f} {result['exit_time']:>7.2f} {result['maxrss_kb'] / 1024:>7.0f} {landed:>16}"
+        )
+        if config == "down":
+            held = (calls + result["warm_calls"]) * per_call
+            growth = (result["maxrss_kb"] - base["maxrss_kb"]) / 1024
+            rows.append(f"{'':34} peak RSS {growth:+.0f} MB vs untraced with {held} spans "
+                        "made while the store was down (queue capped at max_queue_spans)")
+        for line in result["stderr"]:
+            rows.append(f"{'':34} stderr: {line[:150]}")
+    return "\n".join(rows)
+
+
+# -- start-up -----------------------------------------------------------------------------
+
+
+def startup_benchmark(workdir, repeats=40):
+    """``python -c pass``: a venv without synalinks-obs, one with its wheel (unset / set)."""
+    wheel_dir = workdir / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(wheel_dir), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    wheel = next(wheel_dir.glob("synalinks_obs-*.whl"))
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    pythons = {}
+    for name in ("without", "with"):
+        venv = workdir / f"venv-{name}"
+        subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
+        pythons[name] = venv / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(pythons["with"]), "install", "-q",
+         "--no-deps", str(wheel)],
+        check=True, capture_output=True,
+    )
+    cases = {
+        "venv without synalinks-obs": (pythons["without"], {}),
+        "with it, SYNALINKS_OBSERVABILITY unset": (pythons["with"], {}),
+        "with it, SYNALINKS_OBSERVABILITY=1": (pythons["with"], {"SYNALINKS_OBSERVABILITY": "1"}),
+    }
+    env = {k: v for k, v in os.environ.items() if k != "SYNALINKS_OBSERVABILITY"}
+    timings = {case: [] for case in cases}
+    for _ in range(repeats):  # interleaved, so load changes hit every case alike
+        for case, (python, extra) in cases.items():
+            begin = time.perf_counter()
+            subprocess.run([str(python), "-c", "pass"], env=dict(env, **extra), check=True)
+            timings[case].append(time.perf_counter() - begin)
+    importtime = subprocess.run(
+        [str(pythons["with"]), "-X", "importtime", "-c", "pass"],
+        env=dict(env, SYNALINKS_OBSERVABILITY="1"), capture_output=True, text=True,
+    ).stderr
+    ours = []
+    for line in importtime.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and "synalinks_obs" in parts[2]:
+            ours.append((int(parts[0].split(":")[1]), int(parts[1]), parts[2].strip()))
+    modules = sorted({
+        line.split("|")[2].strip() for line in importtime.splitlines() if line.count("|") == 2
+    })
+    heavy = [m for m in modules if m.split(".")[0] in ("mlflow", "synalinks", "pydantic", "litellm")]
+    base = statistics.median(timings["venv without synalinks-obs"])
+    lines = [f"{'python -c pass':44} {'median':>9} {'min':>9} {'vs without':>11}"]
+    for case, values in timings.items():
+        median = statistics.median(values)
+        lines.append(f"{case:44} {median * 1e3:>7.2f}ms {min(values) * 1e3:>7.2f}ms "
+                     f"{(median - base) * 1e3:>+9.2f}ms")
+    lines.append(
+        "-X importtime, SYNALINKS_OBSERVABILITY=1: "
+        + ", ".join(f"{name.lstrip()} {self_us} us (cumulative {cum_us} us)"
+                    for self_us, cum_us, name in ours)
+    )
+    lines.append(f"heavy modules imported at start-up: {heavy or 'none'}")
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def machine():
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if "model name" in l)
+    except Exception:
+        model = platform.processor() or "?"
+    load = os.getloadavg()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import mlflow
+    import importlib.metadata as md
+
+    return (f"{model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}, synalinks "
+            f"{md.version('synalinks')}, mlflow {mlflow.__version__}; load average at start "
+            f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls-a", type=int, default=1000)
+    parser.add_argument("--calls-b", type=int, default=200)
+    parser.add_argument("--builtin-calls-a", type=int, default=100)
+    parser.add_argument("--builtin-calls-b", type=int, default=100)
+    parser.add_argument("--only", choices=("a", "b", "startup"))
+    parser.add_argument("--down", action="store_true", help="also (a) into a store that is down")
+    parser.add_argument("--calls-down", type=int, default=10000,
+                        help="program calls of the store-down run (11 spans each)")
+    parser.add_argument("--server", action="store_true",
+                        help="also (a) into a local mlflow server (started here)")
+    parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up calls")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="synalinks-obs-bench-"))
+    os.environ.setdefault("SYNALINKS_HOME", str(workdir / "synalinks-home"))
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    print(f"machine: {machine()}", flush=True)
+    app = workdir / "app.py"
+    app.write_text(APP)
+
+    from fake_llm import FakeLLM
+
+    if args.only == "startup":
+        print("start-up\n" + startup_benchmark(workdir), flush=True)
+        return
+    llm = FakeLLM().start()
+    llm.inject_latency(0.02)
+    server = None
+    if args.server and args.only in (None, "a"):
+        from conftest import MlflowServer
+
+        (workdir / "server").mkdir()
+        print("starting a local mlflow server...", flush=True)
+        server = MlflowServer(workdir / "server").start()
+    try:
+        for workload in ("a", "b"):
+            if args.only and workload != args.only:
+                continue
+            calls = {
+                "untraced": getattr(args, f"calls_{workload}"),
+                "builtin": getattr(args, f"builtin_calls_{workload}"),
+                "obs": getattr(args, f"calls_{workload}"),
+            }
+            configs = list(CONFIGS)
+            if workload == "a":  # the machine's own share (see the docstring)
+                configs.insert(1, "busy")
+                calls["busy"] = calls["untraced"]
+            if args.down and workload == "a":
+                configs.append("down")
+                calls["down"] = args.calls_down
+            if server is not None and workload == "a":
+                configs += ["builtin-server", "obs-server"]
+                calls["builtin-server"] = calls["builtin"]
+                calls["obs-server"] = calls["obs"]
+            results = {}
+            for config in configs:
+                store = workdir / f"{workload}-{config}.db"
+                uri = f"sqlite:///{store}"
+                experiment = "bench"
+                if config == "down":
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", 0))
+                        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+                elif config.endswith("-server"):
+                    uri, experiment = server.uri, f"bench-{workload}-{config}"
+                print(f"running ({workload}) {LABELS[config]}, {calls[config]} calls...", flush=True)
+                env = clean_env(WARMUP=str(args.warmup), BENCH_EXPERIMENT=experiment,
+                                BURN_OTHER_CORE="1" if config == "busy" else "0")
+                result = run_app(app, workload, config, calls[config], uri, llm.base_url, env)
+                if config not in ("untraced", "down", "busy"):
+                    try:
+                        result["landed"] = spans_landed(uri, experiment)
+                    except Exception as exc:  # report the timings anyway
+                        print(f"  cannot count the spans landed: {exc}"[:300], flush=True)
+                        result["landed"] = "?"
+                results[config] = result
+            title = ("(a) 10 trivial custom modules (11 spans per call)" if workload == "a"
+                     else "(b) QA program, LM answering after ~20 ms (3 spans per call)")
+            print(f"\n{title}\n" + workload_table(workload, results, calls) + "\n", flush=True)
+    finally:
+        llm.stop()
+        if server is not None:
+            server.stop()
+    if not args.no_startup:
+        print("start-up\n" + startup_benchmark(workdir), flush=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
