@@ -207,7 +207,8 @@ class Exporter:
         except Exception as exc:
             _logger.info("synalinks-obs: cannot start the exporter process (%r)", exc)
 
-    def _run(self) -> None:
+    def _run(self, deadline: float | None = None) -> None:
+        """The exporter loop (on its thread; at exit, with ``deadline``, inline)."""
         wait = None
         last_send = time.monotonic()
         while True:
@@ -246,6 +247,8 @@ class Exporter:
             with self._progress:
                 self._progress.notify_all()
             if stopping and not self._queue:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
                 break
             if stopping:
                 self._wait(0.05)  # the exporter process is starting: wait for its hello
@@ -496,8 +499,6 @@ class Exporter:
         budget = self.settings.flush_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         self._close_deadline = deadline
-        if self._thread is None and self._has_work():
-            self._start()  # parked for a fork since the last span: write what is queued
         with self._lock:
             self._stopped = True
             self._stopping = True
@@ -516,9 +517,19 @@ class Exporter:
                 left += process.abandon()
             if left:
                 self._drop(left, f"exit flush timed out after {budget:g} s")
-        elif self._queue:  # no thread could be started: say so rather than lose them quietly
-            self._drop(len(self._queue), "the exporter thread could not start at exit")
+        elif self._has_work() or self._sinks():
+            # The thread stepped aside for a fork since the last span, and Python starts
+            # no thread at exit: write (and close the sinks) from here, same budget.
+            if self._process is None:
+                self._process_tried = True  # not worth an interpreter now
+            try:
+                self._run(deadline=deadline)
+            except Exception as exc:
+                self._warn_once("close", f"synalinks-obs: exporter error at exit: {exc!r}")
+            left = len(self._queue) + self._busy
             self._queue.clear()
+            if left:
+                self._drop(left, f"exit flush timed out after {budget:g} s")
         self.report()
 
     def report(self) -> None:
@@ -561,9 +572,9 @@ class Exporter:
             if self._thread_gone:
                 self._thread = None
             self._thread_gone = False
-        # The thread is not restarted here but by the next span, flush or the exit:
-        # Python 3.13 counts the process's threads after these hooks have run and would
-        # warn that the *app* forked a multi-threaded process.
+        # The thread is not restarted here but by the next span or flush (at exit the
+        # queue is written inline): Python 3.13 counts the process's threads after these
+        # hooks have run and would warn that the *app* forked a multi-threaded process.
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's queue, thread and exporter process (the parent writes its
