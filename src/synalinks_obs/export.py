@@ -25,8 +25,9 @@ Guarantees:
 - after ``fork()`` the child starts empty: it neither writes nor reports the parent's
   queued spans (the parent does), and starts its own thread and exporter process; in
   the parent the thread, which stepped aside for the fork, comes back with the next
-  span, flush or exit (not from the after-fork hook: Python 3.13 counts threads after
-  those hooks and would warn that the app forked a multi-threaded process).
+  span or flush, and at exit the queue is written inline (not from the after-fork
+  hook: Python 3.13 counts threads after those hooks and would warn that the app
+  forked a multi-threaded process; and Python starts no thread at exit).
 """
 
 from __future__ import annotations
