@@ -238,12 +238,14 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
         trace = parent.trace
         parent_span_id = parent.span_id
     else:
-        parent_ctx = otel_parent.get_span_context()
-        if parent_ctx.is_valid and parent is not None and parent.trace.otel_trace_id == parent_ctx.trace_id:
+        # (None from a span MLflow could not start, e.g. a no-op span)
+        parent_ctx = otel_parent.get_span_context() if otel_parent is not None else None
+        valid = parent_ctx is not None and parent_ctx.is_valid
+        if valid and parent is not None and parent.trace.otel_trace_id == parent_ctx.trace_id:
             # A user's MLflow span opened inside one of our calls.
             trace = parent.trace
             parent_span_id = parent_ctx.span_id
-        elif parent_ctx.is_valid and (joined := tracer.join_foreign_trace(parent_ctx)) is not None:
+        elif valid and (joined := tracer.join_foreign_trace(parent_ctx)) is not None:
             # Our call runs inside a user's @mlflow.trace / mlflow.start_span.
             trace = joined
             parent = None
