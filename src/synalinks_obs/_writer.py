@@ -30,6 +30,8 @@ when the store starts failing.
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -37,8 +39,15 @@ import struct
 import sys
 import threading
 import time
+import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (MLflow's own behaviour)
+    fcntl = None
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
 PROBE_TIMEOUT = 3.0  # seconds a GET /health may take before the store counts as down
@@ -171,12 +180,51 @@ def root_trace_info_of(wire, experiment_id, run_id):
     )
 
 
+def _sqlite_path(tracking_uri) -> str | None:
+    """The database file of a ``sqlite:///relative`` or ``sqlite:////absolute`` URI."""
+    prefix = "sqlite:///"
+    if not isinstance(tracking_uri, str) or not tracking_uri.startswith(prefix):
+        return None
+    path = urllib.parse.unquote(tracking_uri[len(prefix):].split("?", 1)[0])
+    if not path or path == ":memory:":
+        return None
+    return os.path.abspath(path)
+
+
+@contextlib.contextmanager
+def store_open_lock(tracking_uri):
+    """Open a sqlite store one process at a time.
+
+    Processes that open the same *new* database at once race in MLflow's schema
+    migrations (one fails with "table _alembic_tmp_... already exists" and the others may
+    find a half-built schema): the apps' workers, or the app and its exporter process.
+    An advisory lock, in the temporary directory and named after the database's path,
+    serialises the first open of each process; other stores need none."""
+    path = _sqlite_path(tracking_uri)
+    if path is None or fcntl is None:
+        yield
+        return
+    digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    lock_path = os.path.join(tempfile.gettempdir(), f"synalinks-obs-{digest}.lock")
+    try:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def resolve_experiment(tracking_uri, experiment_name) -> str:
     """Id of the named experiment in the store, created when missing (race-safe)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    with store_open_lock(tracking_uri):
+        client = MlflowClient(tracking_uri)  # opens (creates, migrates) the store
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -376,7 +424,10 @@ class Writer:
         if client is None:
             from mlflow.tracing.client import TracingClient
 
-            client = self._clients[tracking_uri] = TracingClient(tracking_uri)
+            with store_open_lock(tracking_uri):
+                client = TracingClient(tracking_uri)
+                client.store  # noqa: B018  (opened now, under the lock)
+            self._clients[tracking_uri] = client
         return client
 
     def pump(self) -> float | None:
