@@ -342,14 +342,13 @@ def test_user_mlflow_spans_nest_both_ways(traced, synalinks):
         return synalinks.Program(inputs=inputs, outputs=outputs, name="nested")
 
     program = asyncio.run(build())
-    synalinks_obs_flush = __import__("synalinks_obs").flush
-    synalinks_obs_flush(30)  # the experiment exists before the real call
 
     @mlflow.trace(name="user_outer")
     def handler(question):
         return asyncio.run(program(Question(question=question)))
 
-    mlflow.set_experiment(traced.experiment)
+    # No experiment chosen by the app, nothing flushed yet: MLflow asks synalinks-obs
+    # (its default-experiment provider) and the user's trace lands with ours at once.
     handler("hello")
     asyncio.run(program(Question(question="direct")))
 
@@ -372,6 +371,46 @@ def test_user_mlflow_spans_nest_both_ways(traced, synalinks):
     trace = direct[0]
     inner = _by_name(trace, "user_inner")[0]
     assert inner.parent_id == _by_name(trace, "Opens:opens")[0].span_id, render(trace)
+    assert mlflow.tracking.fluent._active_experiment_id is None  # MLflow's state untouched
+
+
+def test_user_traces_follow_the_apps_own_experiment_choice(traced, synalinks):
+    """An experiment the app chose itself wins over the tracing experiment."""
+    import mlflow
+
+    Question, _ = _make_models(synalinks)
+
+    class Echo(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    async def build():
+        inputs = synalinks.Input(data_model=Question)
+        return synalinks.Program(inputs=inputs, outputs=await Echo(name="echo")(inputs), name="own")
+
+    program = asyncio.run(build())
+
+    @mlflow.trace(name="user_outer")
+    def handler(question):
+        return asyncio.run(program(Question(question=question)))
+
+    mlflow.set_experiment("apps_own_choice")
+    handler("mine")
+    mlflow.flush_trace_async_logging()
+    assert synalinks_obs_flush(30)
+    own = load_traces(traced.uri, "apps_own_choice")
+    assert len(own) == 1, [render(t) for t in own]
+    assert sorted(s.name for s in own[0].data.spans) == ["Echo:echo", "Functional:own", "user_outer"]
+    assert not [t for t in traced() if _root(t).name == "user_outer"]
+
+
+def synalinks_obs_flush(timeout):
+    import synalinks_obs
+
+    return synalinks_obs.flush(timeout)
 
 
 def test_override_of_call_is_one_span(traced, synalinks):

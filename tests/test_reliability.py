@@ -415,6 +415,55 @@ def test_an_mlflow_api_that_raises_is_contained(obs, sl, monkeypatch, caplog):
         assert {s.name for s in trace.data.spans} == {"Functional:p", "WithUserSpan:u"}
 
 
+def test_a_down_store_never_holds_up_the_apps_own_mlflow_code(sl, monkeypatch, caplog):
+    """Tracing into a store that is down: the app's ``@mlflow.trace`` around program calls
+    (MLflow asks synalinks-obs for its default experiment) and its spans inside a module
+    go on at once, the store is not asked again per call, one warning says why."""
+    import socket
+
+    import mlflow
+
+    import synalinks_obs
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    # MLflow's own export of the user's traces: no minutes of retries in this test process.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    Question = models(sl)
+
+    class WithUserSpan(sl.Module):
+        async def call(self, inputs, training=False):
+            with mlflow.start_span(name="user_span"):
+                pass
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    synalinks_obs.enable(tracking_uri=uri, experiment_name="down_store")
+    try:
+        program = asyncio.run(chain(sl, Question, WithUserSpan(name="u"), name="p"))
+
+        @mlflow.trace(name="handler")
+        def handler(question):
+            return asyncio.run(program(Question(question=question)))
+
+        with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+            started = time.monotonic()
+            results = [handler(f"q{i}") for i in range(5)]
+            elapsed = time.monotonic() - started
+        assert [r.get("question") for r in results] == [f"q{i}" for i in range(5)]
+        assert elapsed < 10, elapsed  # one refused connection, not one per call or retries
+        messages = [r.getMessage() for r in caplog.records if r.name == "synalinks_obs"]
+        assert len(messages) == 1, messages
+        assert "cannot resolve the experiment 'down_store'" in messages[0], messages
+        assert f"tracking store {uri} unreachable" in messages[0], messages
+    finally:
+        synalinks_obs.disable()
+
+
 # -- payloads ---------------------------------------------------------------------------
 
 

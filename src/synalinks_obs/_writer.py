@@ -1,7 +1,8 @@
 """The store side of the export: span tuples -> MLflow spans -> the tracking store.
 
-``Writer`` owns everything that talks to the tracking store: resolving (creating)
-experiments, building ``mlflow.entities.Span`` objects from the plain tuples the app's
+``Writer`` owns everything that talks to the tracking store: opening it (a new
+database's schema set up one process at a time, ``serialise_schema_setup``), resolving
+(creating) experiments, building ``mlflow.entities.Span`` objects from the plain tuples the app's
 exporter thread produces (``export.record_to_wire``), writing them with MLflow's
 store-level ``log_spans`` in batches, linking traces to training runs, and surviving a
 store that is down, failing or slow:
@@ -19,8 +20,8 @@ MLflow's serialisation and SQLAlchemy work use another core, not the app's GIL; 
 same class runs inside the app's exporter thread when that process cannot be used.
 
 Process protocol: frames of a 4-byte big-endian length and a pickle. The app sends
-``("spans", destination, count, pickled_wires)`` and ``("resolve", destination)``;
-EOF on stdin means "finish and exit". The worker answers on the file descriptor given
+``("spans", destination, count, pickled_wires)`` and, at exit, ``("close", seconds)``
+(how long the last writes may take); EOF on stdin means "finish and exit". The worker answers on the file descriptor given
 as ``argv[1]`` with ``("done", exported, {reason: dropped}, held)`` after every write (``held``: spans
 waiting for a store that is failing),
 ``("experiment", key, experiment_id)`` when it resolved one and ``("problem", text)``
@@ -191,20 +192,34 @@ def _sqlite_path(tracking_uri) -> str | None:
     return os.path.abspath(path)
 
 
+def _database_key(tracking_uri) -> str | None:
+    """What names a database store for ``store_open_lock`` (None: not a database)."""
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        return path
+    if not isinstance(tracking_uri, str):
+        return None
+    scheme = tracking_uri.split("://", 1)[0].split("+", 1)[0].lower()
+    return tracking_uri if scheme in ("postgresql", "mysql", "mssql") else None
+
+
+_held = threading.local()  # lock keys this thread holds (store_open_lock is re-entrant)
+
+
 @contextlib.contextmanager
 def store_open_lock(tracking_uri):
-    """Open a sqlite store one process at a time.
+    """Hold a machine-wide lock named after a database store (a no-op for servers).
 
-    Processes that open the same *new* database at once race in MLflow's schema
-    migrations (one fails with "table _alembic_tmp_... already exists" and the others may
-    find a half-built schema): the apps' workers, or the app and its exporter process.
-    An advisory lock, in the temporary directory and named after the database's path,
-    serialises the first open of each process; other stores need none."""
-    path = _sqlite_path(tracking_uri)
-    if path is None or fcntl is None:
+    An advisory file lock in the temporary directory, named by a hash of the database's
+    path (sqlite) or URL. See ``serialise_schema_setup``."""
+    key = _database_key(tracking_uri)
+    held = getattr(_held, "keys", None)
+    if held is None:
+        held = _held.keys = set()
+    if key is None or fcntl is None or key in held:
         yield
         return
-    digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     lock_path = os.path.join(tempfile.gettempdir(), f"synalinks-obs-{digest}.lock")
     try:
         fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o666)
@@ -213,9 +228,55 @@ def store_open_lock(tracking_uri):
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(key)
         yield
     finally:
+        held.discard(key)
         os.close(fd)  # releases the lock
+
+
+def serialise_schema_setup(db_utils) -> None:
+    """Make MLflow set up a database store's schema one process at a time.
+
+    MLflow's tracking store creates a new database's tables and runs its schema
+    migrations the first time a process opens it, without a lock: processes that open
+    the same *new* database at once race (one fails with "table _alembic_tmp_... already
+    exists", another finds a half-migrated schema and refuses it). MLflow's other
+    stores guard the same step with a file lock (``_safe_initialize_tables``); this
+    gives the tracking store the same guard in the processes synalinks-obs runs in: the
+    app (its own MLflow calls included) and its exporter process, and an app's workers.
+    Table creation runs under ``store_open_lock`` and checks again once it has the lock;
+    the schema check waits for a creation in progress. Applied to the module
+    ``mlflow.store.db.utils`` when it is imported (``importhook.when_imported``).
+    """
+    if getattr(db_utils, "_synalinks_obs_serialised", False):
+        return
+    initialize = db_utils._initialize_tables
+    verify = db_utils._verify_schema
+    tables_exist = db_utils._all_tables_exist
+
+    def _initialize_tables(engine, *args, **kwargs):
+        with store_open_lock(str(engine.url)):
+            if tables_exist(engine):  # another process made them while we waited
+                return None
+            return initialize(engine, *args, **kwargs)
+
+    def _verify_schema(engine, *args, **kwargs):
+        with store_open_lock(str(engine.url)):
+            return verify(engine, *args, **kwargs)
+
+    _initialize_tables.__wrapped__ = initialize
+    _verify_schema.__wrapped__ = verify
+    db_utils._initialize_tables = _initialize_tables
+    db_utils._verify_schema = _verify_schema
+    db_utils._synalinks_obs_serialised = True
+
+
+def guard_schema_setup() -> None:
+    """Apply ``serialise_schema_setup`` once MLflow's database utilities are imported."""
+    from synalinks_obs import importhook
+
+    importhook.when_imported("mlflow.store.db.utils", serialise_schema_setup)
 
 
 def resolve_experiment(tracking_uri, experiment_name) -> str:
@@ -223,8 +284,8 @@ def resolve_experiment(tracking_uri, experiment_name) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    with store_open_lock(tracking_uri):
-        client = MlflowClient(tracking_uri)  # opens (creates, migrates) the store
+    guard_schema_setup()
+    client = MlflowClient(tracking_uri)  # opens (creates, migrates) the store
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -368,17 +429,6 @@ class Writer:
             self._notify("experiment", key, found)
         return found
 
-    def resolve(self, destination) -> str | None:
-        """Resolve (create) a destination's experiment now; None when the store fails."""
-        state = self._state(destination.tracking_uri)
-        if time.monotonic() < state.next_try:
-            return None
-        try:
-            return self.experiment_id(destination)
-        except Exception as exc:
-            self._failed(destination.tracking_uri, exc)
-            return None
-
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
         state = self._stores.get(uri)
@@ -424,9 +474,8 @@ class Writer:
         if client is None:
             from mlflow.tracing.client import TracingClient
 
-            with store_open_lock(tracking_uri):
-                client = TracingClient(tracking_uri)
-                client.store  # noqa: B018  (opened now, under the lock)
+            guard_schema_setup()
+            client = TracingClient(tracking_uri)
             self._clients[tracking_uri] = client
         return client
 
@@ -646,7 +695,6 @@ def main(argv=None) -> int:
         with wake:
             if not inbox and not stop.is_set():
                 wake.wait(0.5 if wait is None else min(max(wait, 0.005), 0.5))
-        resolves = []
         while inbox:
             message = inbox.popleft()
             if message is None:
@@ -656,12 +704,8 @@ def main(argv=None) -> int:
             if kind == "spans":
                 _, destination, count, payload = message
                 writer.add(destination, count, payload)
-            elif kind == "resolve":
-                resolves.append(message[1])
             elif kind == "close":  # the app is exiting: how long the last writes may take
                 exit_budget = float(message[1])
-        for destination in resolves:
-            writer.resolve(destination)
         if closing or stop.is_set() or os.getppid() != parent:
             writer.drain(
                 time.monotonic() + exit_budget,

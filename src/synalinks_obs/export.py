@@ -55,6 +55,7 @@ _logger = logging.getLogger("synalinks_obs")
 
 BATCH_SIZE = 2_000  # queued records that wake the exporter thread before its interval
 PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
+RESOLVE_RETRY_AFTER = 30.0  # seconds before an experiment that failed to resolve is retried
 
 
 # Seconds a fork waits for the exporter thread to finish what it is doing and step aside
@@ -87,7 +88,7 @@ class Exporter:
         self._close_deadline = None
         self._pid = os.getpid()
         self._experiment_ids: dict[tuple, str] = {}
-        self._then: dict[tuple, list] = collections.defaultdict(list)
+        self._resolve_failed: dict[tuple, tuple] = {}  # key -> (retry after, the error)
         self._process: _ProcessSink | None = None  # the exporter process, once started
         self._process_tried = False
         self._records_since = None  # when spans started waiting (see _maybe_start_process)
@@ -97,8 +98,6 @@ class Exporter:
         self._gone_exported = 0  # written by an exporter process that died later
         self._drop_reasons: collections.Counter = collections.Counter()  # ours (app side)
         self._warned: set[str] = set()
-        self._prefetch: collections.deque = collections.deque()
-        self._prefetching: set = set()
         self._soon: collections.deque = collections.deque()  # callables for the thread
         self.last_problem = ""
         # Forked while our thread was inside MLflow: this process must not use MLflow
@@ -144,18 +143,42 @@ class Exporter:
             return destination.experiment_id
         return self._experiment_ids.get((destination.tracking_uri, destination.experiment_name))
 
-    def prefetch(self, destination, then=None) -> None:
-        """Resolve (create) a destination's experiment in the background, then call
-        ``then(experiment_id)`` (on the exporter thread) once it is known."""
-        if then is None and not destination.experiment_id:
-            key = (destination.tracking_uri, destination.experiment_name)
-            if key in self._prefetching:
-                return
-            self._prefetching.add(key)
-        self._prefetch.append((destination, then))
-        if self._thread is None:
-            self._start()
-        self._wake()
+    def experiment_id_now(self, destination) -> str:
+        """The destination's experiment id, resolved (created) on the calling thread
+        when not known yet; raises when the store cannot tell.
+
+        For the app's own MLflow code that needs it at once (MLflow asking for its
+        default experiment, a user's span inside one of our traces). Spans never wait
+        for it: the process that writes them resolves the experiment itself, so the app
+        opens no store at start-up (creating a sqlite store costs seconds of CPU).
+        A server is probed first with a short timeout: a store that is down fails here
+        at once instead of holding the app's call through MLflow's HTTP retries."""
+        known = self.known_experiment_id(destination)
+        if known is not None:
+            return known
+        if self._mlflow_unsafe:
+            raise RuntimeError("MLflow cannot be used in this forked process")
+        uri = destination.tracking_uri
+        key = (uri, destination.experiment_name)
+        failed = self._resolve_failed.get(key)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise failed[1]  # not asked again for a while: a hanging store costs once
+        try:
+            if _writer._is_http(uri):
+                _writer.probe(uri)
+            found = resolve_experiment(uri, destination.experiment_name)
+        except Exception as exc:
+            self._resolve_failed[key] = (time.monotonic() + RESOLVE_RETRY_AFTER, exc)
+            self._warn_once(
+                f"resolve {key}",
+                f"synalinks-obs: cannot resolve the experiment {key[1]!r} in {uri} "
+                f"({_first_line(exc) if isinstance(exc, _writer.StoreUnavailable) else repr(exc)}); "
+                "the app's own MLflow traces use MLflow's default experiment meanwhile",
+            )
+            raise
+        self._resolve_failed.pop(key, None)
+        self._experiment_ids[key] = found
+        return found
 
     def call_soon(self, fn) -> None:
         """Run ``fn()`` on the exporter thread at its next wake-up (best effort)."""
@@ -165,7 +188,7 @@ class Exporter:
         self._wake()
 
     def _has_work(self) -> bool:
-        return bool(self._queue or self._prefetch or self._soon)
+        return bool(self._queue or self._soon)
 
     def _wake(self) -> None:
         try:
@@ -218,8 +241,7 @@ class Exporter:
             interval = self.settings.export_interval
             now = time.monotonic()
             due = (
-                self._stopping or self._flush_now or self._parking or self._prefetch
-                or self._soon or (len(self._queue) >= BATCH_SIZE and not self._holding)
+                self._stopping or self._flush_now or self._parking or self._soon or (len(self._queue) >= BATCH_SIZE and not self._holding)
             )
             if not due:
                 timeout = max(0.005, interval - (now - last_send))
@@ -237,7 +259,6 @@ class Exporter:
             try:
                 self._maybe_start_process()
                 self._poll_process()
-                self._resolve_prefetched()
                 if urgent or now - last_send >= interval or len(self._queue) >= BATCH_SIZE:
                     last_send = now
                     self._send_available(urgent)
@@ -293,9 +314,6 @@ class Exporter:
             "synalinks-obs: the exporter process exited (code %s); writing spans from the "
             "app's process", code,
         )
-        for key, thens in list(self._then.items()):
-            if thens:
-                self._prefetch.append((_KeyDestination(*key), None))
 
     def _sink(self, urgent: bool):
         """Where spans go now: the exporter process once it is ready; until then (if
@@ -315,33 +333,6 @@ class Exporter:
         if self._local is None:
             self._local = _LocalSink(self)
         return self._local
-
-    def _resolve_prefetched(self) -> None:
-        pending = []
-        while self._prefetch:
-            destination, then = self._prefetch.popleft()
-            key = (destination.tracking_uri, destination.experiment_name)
-            known = self.known_experiment_id(destination)
-            if known is not None:
-                if then is not None:
-                    self._call_then(then, known)
-                continue
-            if then is not None:
-                self._then[key].append(then)
-            pending.append(destination)
-        # Resolved in this process: database stores must be opened here first (see
-        # ``_ready_for_process``), and the app's first traces (and the active experiment
-        # we adopt) should not wait for the exporter process to start.
-        for destination in pending:
-            process = self._process
-            usable = process is not None and not process.finished
-            if usable and (
-                self._mlflow_unsafe
-                or (_writer._is_http(destination.tracking_uri) and process.ready)
-            ):
-                process.resolve(destination)  # queued in its socket while it starts
-            else:
-                self._local_sink().resolve(destination)
 
     def _send_available(self, urgent: bool) -> None:
         queue = self._queue
@@ -377,8 +368,6 @@ class Exporter:
             try:
                 for destination, wires in groups.items():
                     target = sink
-                    if target is self._process and not self._ready_for_process(destination):
-                        target = self._local_sink()
                     try:
                         target.send(destination, wires)
                     except Exception:
@@ -389,22 +378,6 @@ class Exporter:
                         sink.send(destination, wires)
             finally:
                 self._busy = 0
-
-    def _ready_for_process(self, destination) -> bool:
-        """Whether the exporter process may write to this destination now.
-
-        A database store (sqlite, postgresql...) is created, and its schema migrated, the
-        first time a process opens it, and MLflow's migrations are not safe when two
-        processes run them at once. So the exporter process only gets a database
-        destination once this process has opened it (by resolving its experiment here);
-        servers (``http(s)``) have no such race.
-        """
-        if destination.experiment_id or _writer._is_http(destination.tracking_uri):
-            return True
-        if self.known_experiment_id(destination) is not None or self._mlflow_unsafe:
-            return True
-        self._local_sink().resolve(destination)
-        return self.known_experiment_id(destination) is not None
 
     def _run_soon(self) -> None:
         while self._soon:
@@ -435,20 +408,11 @@ class Exporter:
             key, experiment_id = args
             key = tuple(key)
             self._experiment_ids[key] = experiment_id
-            self._prefetching.discard(key)
-            for then in self._then.pop(key, ()):
-                self._call_then(then, experiment_id)
         elif kind == "problem":
             self.last_problem = args[0]
             _logger.info("synalinks-obs: %s; spans are kept and retried", args[0])
         elif kind == "warning":
             self._warn_once(args[0], f"synalinks-obs: {args[0]}")
-
-    def _call_then(self, then, experiment_id) -> None:
-        try:
-            then(experiment_id)
-        except Exception as exc:
-            self._warn_once("then", f"synalinks-obs: deferred task failed: {exc!r}")
 
     # -- accounting ---------------------------------------------------------------------
     def _drop(self, count: int, reason: str) -> None:
@@ -464,7 +428,7 @@ class Exporter:
 
     # -- flushing -----------------------------------------------------------------------
     def _idle(self) -> bool:
-        if self._queue or self._busy or self._soon or self._prefetch:
+        if self._queue or self._busy or self._soon:
             return False
         return all(sink.idle() for sink in self._sinks())
 
@@ -615,18 +579,6 @@ def _dispose_mlflow_engines() -> None:
         pass
 
 
-class _KeyDestination(tuple):
-    """A (tracking_uri, experiment_name) key standing in for a destination."""
-
-    def __new__(cls, tracking_uri, experiment_name):
-        return super().__new__(cls, (tracking_uri, experiment_name))
-
-    tracking_uri = property(lambda self: self[0])
-    experiment_name = property(lambda self: self[1])
-    experiment_id = None
-    run_id = None
-
-
 # -- sinks ------------------------------------------------------------------------------
 
 
@@ -651,9 +603,6 @@ class _LocalSink:
 
     def send(self, destination, wires) -> None:
         self.writer.add(destination, len(wires), wires)
-
-    def resolve(self, destination) -> None:
-        self.writer.resolve(destination)
 
     def pump(self):
         return self.writer.pump()
@@ -789,9 +738,6 @@ class _ProcessSink:
         payload = pickle.dumps(wires, protocol=pickle.HIGHEST_PROTOCOL)
         self._write(("spans", destination, len(wires), payload))
         self.sent += len(wires)
-
-    def resolve(self, destination) -> None:
-        self._write(("resolve", destination))
 
     def idle(self) -> bool:
         if self.finished:

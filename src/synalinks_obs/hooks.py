@@ -168,7 +168,7 @@ def _hook_tracer():
     settings = load_settings()
     tracking_uri = settings.tracking_uri or mlflow.get_tracking_uri()
     # No experiment of its own: every trace it starts goes to a monitor's destination.
-    tracer = Tracer(settings, tracking_uri, prefetch=False)
+    tracer = Tracer(settings, tracking_uri)
     synalinks_obs._install_exit_flush()
     _ROUTING.tracer = tracer
     return tracer

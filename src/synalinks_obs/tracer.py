@@ -14,13 +14,12 @@ import logging
 import sys
 import time
 
-from synalinks_obs import spans
+from synalinks_obs import _writer, spans
 from synalinks_obs.export import shared_exporter
 from synalinks_obs.payloads import capture_args
 from synalinks_obs.spans import IDS, Destination, TraceRecord
 
 _logger = logging.getLogger("synalinks_obs")
-_ADOPTED_EXPERIMENT = None  # the MLflow active experiment we set (not the app)
 
 # Sampled traces whose root call is running: OpenTelemetry trace id -> (trace, tracer).
 _LIVE: dict = {}
@@ -54,14 +53,15 @@ def _install_lazy_registration(manager_class) -> None:
 
 
 class Tracer:
-    def __init__(self, settings, tracking_uri: str, prefetch: bool = True):
+    def __init__(self, settings, tracking_uri: str):
         self.settings = settings
         self.capture_payloads = settings.capture_payloads
         self.sample_rate = settings.sample_rate
         self.destination = Destination(tracking_uri, settings.experiment_name)
         self.exporter = shared_exporter(settings)
-        if prefetch:  # False: the tracer of Monitor hooks, which has no experiment of its own
-            self.exporter.prefetch(self.destination, then=self._adopt_as_active_experiment)
+        # MLflow code in this process (the app's own included) creates a new database
+        # store's schema one process at a time, as our exporter process does.
+        _writer.guard_schema_setup()
         self._usage_getters: dict[type, object] = {}
         self._reported: set[str] = set()
         from mlflow.tracing.trace_manager import InMemoryTraceManager
@@ -69,30 +69,6 @@ class Tracer:
         self._trace_manager_class = InMemoryTraceManager
         _install_lazy_registration(InMemoryTraceManager)
         spans.configure_context()
-
-    def _adopt_as_active_experiment(self, experiment_id: str) -> None:
-        """Make our experiment MLflow's active one unless the app chose its own.
-
-        Then traces a user opens with ``@mlflow.trace`` around a program call (which our
-        spans join) land in the same experiment as the rest, as the seed's built-in
-        observability did with ``set_experiment``. Runs on the exporter thread.
-        """
-        import os
-
-        from mlflow.tracking import fluent
-
-        global _ADOPTED_EXPERIMENT
-        # set_experiment also exports MLFLOW_EXPERIMENT_ID: ours when it equals what we set.
-        chosen = fluent._active_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID")
-        if chosen and chosen != _ADOPTED_EXPERIMENT:
-            return  # the app chose its experiment
-        try:
-            import mlflow
-
-            mlflow.set_experiment(experiment_id=experiment_id)
-            _ADOPTED_EXPERIMENT = experiment_id
-        except Exception as exc:
-            self.internal_error("set active experiment", exc)
 
     # -- traces -----------------------------------------------------------------------
     def new_trace(self, args=(), destination=None) -> TraceRecord:
@@ -119,9 +95,10 @@ class Tracer:
         inside one of our calls (see ``_install_lazy_registration``): building MLflow's
         trace info for every trace would cost the calling thread ~80 us per trace.
         """
-        experiment_id = self.exporter.known_experiment_id(trace.destination)
-        if experiment_id is None:
-            self.exporter.prefetch(trace.destination)
+        try:
+            # The user's MLflow call needs it now; MLflow itself would look it up here.
+            experiment_id = self.exporter.experiment_id_now(trace.destination)
+        except Exception:  # the store cannot tell (the exporter said why, once)
             return None
         try:
             from mlflow.entities.trace_info import TraceInfo
