@@ -378,18 +378,14 @@ def test_user_traces_follow_the_apps_own_experiment_choice(traced, synalinks):
     """An experiment the app chose itself wins over the tracing experiment."""
     import mlflow
 
+    import synalinks_obs
+
     Question, _ = _make_models(synalinks)
-
-    class Echo(synalinks.Module):
-        async def call(self, inputs, training=False):
-            return inputs.clone()
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
+    Step = _step_class(synalinks)
 
     async def build():
         inputs = synalinks.Input(data_model=Question)
-        return synalinks.Program(inputs=inputs, outputs=await Echo(name="echo")(inputs), name="own")
+        return synalinks.Program(inputs=inputs, outputs=await Step(name="echo")(inputs), name="own")
 
     program = asyncio.run(build())
 
@@ -400,17 +396,11 @@ def test_user_traces_follow_the_apps_own_experiment_choice(traced, synalinks):
     mlflow.set_experiment("apps_own_choice")
     handler("mine")
     mlflow.flush_trace_async_logging()
-    assert synalinks_obs_flush(30)
+    assert synalinks_obs.flush(30)
     own = load_traces(traced.uri, "apps_own_choice")
     assert len(own) == 1, [render(t) for t in own]
-    assert sorted(s.name for s in own[0].data.spans) == ["Echo:echo", "Functional:own", "user_outer"]
+    assert sorted(s.name for s in own[0].data.spans) == ["Functional:own", "Step:echo", "user_outer"]
     assert not [t for t in traced() if _root(t).name == "user_outer"]
-
-
-def synalinks_obs_flush(timeout):
-    import synalinks_obs
-
-    return synalinks_obs.flush(timeout)
 
 
 def test_override_of_call_is_one_span(traced, synalinks):

@@ -2,8 +2,8 @@
 
 ``Writer`` owns everything that talks to the tracking store: opening it (a new
 database's schema set up one process at a time, ``serialise_schema_setup``), resolving
-(creating) experiments, building ``mlflow.entities.Span`` objects from the plain tuples the app's
-exporter thread produces (``export.record_to_wire``), writing them with MLflow's
+(creating) experiments, building ``mlflow.entities.Span`` objects from the plain tuples
+the app's exporter thread produces (``export.record_to_wire``), writing them with MLflow's
 store-level ``log_spans`` in batches, linking traces to training runs, and surviving a
 store that is down, failing or slow:
 
@@ -21,8 +21,8 @@ same class runs inside the app's exporter thread when that process cannot be use
 
 Process protocol: frames of a 4-byte big-endian length and a pickle. The app sends
 ``("spans", destination, count, pickled_wires)`` and, at exit, ``("close", seconds)``
-(how long the last writes may take); EOF on stdin means "finish and exit". The worker answers on the file descriptor given
-as ``argv[1]`` with ``("done", exported, {reason: dropped}, held)`` after every write (``held``: spans
+(how long the last writes may take); EOF on stdin means "finish and exit". The worker
+answers on the file descriptor given as ``argv[1]`` with ``("done", exported, {reason: dropped}, held)`` after every write (``held``: spans
 waiting for a store that is failing),
 ``("experiment", key, experiment_id)`` when it resolved one and ``("problem", text)``
 when the store starts failing.
@@ -181,7 +181,7 @@ def root_trace_info_of(wire, experiment_id, run_id):
     )
 
 
-def _sqlite_path(tracking_uri) -> str | None:
+def sqlite_path(tracking_uri) -> str | None:
     """The database file of a ``sqlite:///relative`` or ``sqlite:////absolute`` URI."""
     prefix = "sqlite:///"
     if not isinstance(tracking_uri, str) or not tracking_uri.startswith(prefix):
@@ -193,8 +193,8 @@ def _sqlite_path(tracking_uri) -> str | None:
 
 
 def _database_key(tracking_uri) -> str | None:
-    """What names a database store for ``store_open_lock`` (None: not a database)."""
-    path = _sqlite_path(tracking_uri)
+    """What names a database store for ``database_lock`` (None: not a database)."""
+    path = sqlite_path(tracking_uri)
     if path is not None:
         return path
     if not isinstance(tracking_uri, str):
@@ -203,20 +203,14 @@ def _database_key(tracking_uri) -> str | None:
     return tracking_uri if scheme in ("postgresql", "mysql", "mssql") else None
 
 
-_held = threading.local()  # lock keys this thread holds (store_open_lock is re-entrant)
-
-
 @contextlib.contextmanager
-def store_open_lock(tracking_uri):
+def database_lock(tracking_uri):
     """Hold a machine-wide lock named after a database store (a no-op for servers).
 
     An advisory file lock in the temporary directory, named by a hash of the database's
     path (sqlite) or URL. See ``serialise_schema_setup``."""
     key = _database_key(tracking_uri)
-    held = getattr(_held, "keys", None)
-    if held is None:
-        held = _held.keys = set()
-    if key is None or fcntl is None or key in held:
+    if key is None or fcntl is None:
         yield
         return
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:20]
@@ -228,10 +222,8 @@ def store_open_lock(tracking_uri):
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        held.add(key)
         yield
     finally:
-        held.discard(key)
         os.close(fd)  # releases the lock
 
 
@@ -245,7 +237,7 @@ def serialise_schema_setup(db_utils) -> None:
     stores guard the same step with a file lock (``_safe_initialize_tables``); this
     gives the tracking store the same guard in the processes synalinks-obs runs in: the
     app (its own MLflow calls included) and its exporter process, and an app's workers.
-    Table creation runs under ``store_open_lock`` and checks again once it has the lock;
+    Table creation runs under ``database_lock`` and checks again once it has the lock;
     the schema check waits for a creation in progress. Applied to the module
     ``mlflow.store.db.utils`` when it is imported (``importhook.when_imported``).
     """
@@ -256,13 +248,13 @@ def serialise_schema_setup(db_utils) -> None:
     tables_exist = db_utils._all_tables_exist
 
     def _initialize_tables(engine, *args, **kwargs):
-        with store_open_lock(str(engine.url)):
+        with database_lock(str(engine.url)):
             if tables_exist(engine):  # another process made them while we waited
                 return None
             return initialize(engine, *args, **kwargs)
 
     def _verify_schema(engine, *args, **kwargs):
-        with store_open_lock(str(engine.url)):
+        with database_lock(str(engine.url)):
             return verify(engine, *args, **kwargs)
 
     _initialize_tables.__wrapped__ = initialize

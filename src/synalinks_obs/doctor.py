@@ -52,6 +52,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 
+from synalinks_obs._writer import sqlite_path
+
 DEFAULT_EXPERIMENT = "synalinks_traces"
 MIN_MLFLOW = (3, 5)
 SCRATCH_ARTIFACT = "synalinks_obs_doctor.txt"
@@ -116,12 +118,6 @@ def _absolute_local(uri: str) -> str:
     if "://" not in uri and not uri.startswith(("databricks", "file:")):
         return "file://" + os.path.abspath(uri)
     return uri
-
-
-def _sqlite_path(uri: str) -> str | None:
-    if uri.startswith("sqlite:///"):
-        return uri[len("sqlite:///") - 1:] if uri.startswith("sqlite:////") else uri[len("sqlite:///"):]
-    return None
 
 
 # -- individual checks ---------------------------------------------------------------
@@ -337,7 +333,7 @@ def _where(target: Target) -> str:
 
 def check_store(target: Target, store: _Store | None) -> Check:
     where = _where(target)
-    sqlite = _sqlite_path(target.tracking_uri)
+    sqlite = sqlite_path(target.tracking_uri)
     if store is None:
         return Check("tracking store", True, f"{where}; the sqlite file {sqlite} does not exist yet: "
                      "the first trace creates it")
@@ -530,7 +526,7 @@ def run_checks(tracking_uri=None, experiment_name=None, timeout: float = 10.0,
               check_pth(), check_settings()]
     target = resolve_target(tracking_uri, experiment_name)
     health = check_health(target, timeout)
-    sqlite = _sqlite_path(target.tracking_uri)
+    sqlite = sqlite_path(target.tracking_uri)
     store = None
     if not (sqlite and not os.path.exists(sqlite)):
         try:

@@ -241,7 +241,8 @@ class Exporter:
             interval = self.settings.export_interval
             now = time.monotonic()
             due = (
-                self._stopping or self._flush_now or self._parking or self._soon or (len(self._queue) >= BATCH_SIZE and not self._holding)
+                self._stopping or self._flush_now or self._parking or self._soon
+                or (len(self._queue) >= BATCH_SIZE and not self._holding)
             )
             if not due:
                 timeout = max(0.005, interval - (now - last_send))
