@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import socket
 import statistics
@@ -334,8 +333,9 @@ def machine():
         model = platform.processor() or "?"
     load = os.getloadavg()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    import mlflow
     import importlib.metadata as md
+
+    import mlflow
 
     return (f"{model}, {os.cpu_count()} cores, {mem:.0f} GB RAM, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, synalinks "

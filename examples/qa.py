@@ -9,9 +9,8 @@ provider's key) to ask a real model.
 import asyncio
 import sys
 
-from _offline_lm import language_model
-
 import synalinks
+from _offline_lm import language_model
 
 
 class Question(synalinks.DataModel):

@@ -17,9 +17,8 @@ SYNALINKS_EXAMPLE_MODEL (and the provider's key) to train against a real model.
 import asyncio
 
 import numpy as np
-from _offline_lm import language_model
-
 import synalinks
+from _offline_lm import language_model
 
 
 class Question(synalinks.DataModel):

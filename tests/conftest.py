@@ -47,10 +47,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from fake_llm import FakeLLM
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# Strict mode: an internal error of synalinks-obs raises instead of being logged, here and
+# in every subprocess the tests start, so a broken guard fails a test. A test that
+# provokes internal errors on purpose asks for the `lenient` fixture.
+os.environ["SYNALINKS_OBS_STRICT"] = "1"
 _SYNALINKS_HOME = tempfile.mkdtemp(prefix="synalinks-home-")
 os.environ["SYNALINKS_HOME"] = _SYNALINKS_HOME
 MLFLOW_GLOBAL_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
@@ -73,6 +76,26 @@ def _synalinks_minor():
 # Synalinks 0.9.x (the oldest supported): fit() validates after every training batch,
 # hands callbacks no dataset sizes and reports no finish_reason for an LM call.
 SYNALINKS_09 = _synalinks_minor() < (0, 10)
+
+
+@pytest.fixture
+def lenient(monkeypatch):
+    """Internal errors are logged, not raised (for tests that provoke them on purpose)."""
+    from synalinks_obs import reporting
+
+    monkeypatch.delenv("SYNALINKS_OBS_STRICT", raising=False)
+    reporting.strict_mode(False)
+    yield
+    reporting.strict_mode(None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings():
+    """Each test counts synalinks-obs' once-only warnings from zero."""
+    from synalinks_obs import reporting
+
+    reporting.forget()
+    yield
 
 
 def pytest_unconfigure(config):

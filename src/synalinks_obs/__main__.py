@@ -12,8 +12,8 @@ To run a program traced, use the launcher: ``python -m synalinks_obs.run app.py`
 import sys
 
 COMMANDS = {
-    "traces": ("synalinks_obs.traces_view", "print recent traces as span trees"),
-    "doctor": ("synalinks_obs.doctor", "check the set-up: tracing, versions, server, artifact proxy"),
+    "traces": ("synalinks_obs.cli.traces", "print recent traces as span trees"),
+    "doctor": ("synalinks_obs.cli.doctor", "check the set-up: tracing, versions, server, artifact proxy"),
 }
 
 

@@ -10,9 +10,10 @@
 
 Cost: this runs before the app's first line in every process, whether it uses Synalinks
 or not, so it imports only ``os`` and ``sys`` (already loaded by ``site``) and, when the
-variable is truthy, ``synalinks_obs`` and ``synalinks_obs.importhook`` (both stdlib-only
-at module level). No mlflow, synalinks or pydantic is imported unless the app imports
-``synalinks``.
+variable is truthy, ``synalinks_obs``, ``synalinks_obs.activation``,
+``synalinks_obs.runtime``, ``synalinks_obs.reporting`` and ``synalinks_obs.importhook``
+(all standard-library-only at module level). No mlflow, synalinks or pydantic is
+imported unless the app imports ``synalinks``.
 
 Idempotent: CPython can process a ``.pth`` file twice (a site directory reached through
 two paths, e.g. a venv's ``lib64`` symlink, or a later ``site.addsitedir``), and the

@@ -6,9 +6,11 @@
     await program.fit(x=x, y=y, epochs=5, callbacks=[monitor])
     restore_state(fresh_program, monitor.run_id)   # the learned state, for inference
 
-See ``synalinks_obs.training`` for what is logged. Importing this module imports Synalinks.
+See ``synalinks_obs.training.monitor`` for what is logged. Importing this module imports
+Synalinks.
 """
 
-from synalinks_obs.training import Monitor, restore_state
+from synalinks_obs.training.monitor import Monitor
+from synalinks_obs.training.state import restore_state
 
 __all__ = ["Monitor", "restore_state"]

@@ -26,8 +26,8 @@ from mlflow.tracking.default_experiment.abstract_context import DefaultExperimen
 
 
 def _tracer():
-    instrument = sys.modules.get("synalinks_obs.instrument")
-    return getattr(getattr(instrument, "STATE", None), "tracer", None)
+    runtime = sys.modules.get("synalinks_obs.runtime")
+    return getattr(getattr(runtime, "RUNTIME", None), "tracer", None)
 
 
 class TracingExperimentProvider(DefaultExperimentProvider):
@@ -39,7 +39,9 @@ class TracingExperimentProvider(DefaultExperimentProvider):
             return False
         import mlflow
 
-        return mlflow.get_tracking_uri() == tracer.destination.tracking_uri
+        from synalinks_obs import uris
+
+        return uris.same_store(mlflow.get_tracking_uri(), tracer.destination.tracking_uri)
 
     def get_experiment_id(self) -> str:
         tracer = _tracer()

@@ -1,32 +1,27 @@
-"""A post-import hook: run a callback the moment a given top-level module is imported.
+"""A post-import hook: run a callback the moment a given module has been imported.
 
-``when_imported("synalinks", callback)`` installs a meta-path finder that lets the
-normal import machinery find and execute ``synalinks``, then calls ``callback(module)``
-right after the module body has run. If the module is already imported the callback
-runs at once. Pitfalls handled here (the same ones wrapt's ``importer.py`` documents):
+``when_imported("synalinks", callback)`` installs a meta-path finder that lets the normal
+import machinery find and execute ``synalinks``, then calls ``callback(module)`` right
+after the module body has run. If the module is already imported the callback runs at
+once. Pitfalls handled here (the ones wrapt's ``importer.py`` documents):
 
-- the finder must not recurse into itself while delegating to the other finders;
+- the finder does not recurse into itself while delegating to the other finders;
 - the callback runs exactly once per install, even if the import is retried;
-- a failing callback is logged and swallowed: it can never make ``import synalinks`` fail;
-- the finder is removable, so tests and ``uninstall()`` leave ``sys.meta_path`` clean.
+- a failing callback never makes the import fail (``reporting.internal_error``: logged,
+  or raised in strict mode);
+- the finder is removable, so ``uninstrument()`` leaves ``sys.meta_path`` clean.
 
-This module runs at interpreter start-up (the ``.pth`` bootstrap installs the finder),
-so at module level it imports only what the interpreter has already loaded (``sys``,
-``_thread``): ``importlib.abc``/``importlib.util`` (~150 ms cold, they pull in
-``typing`` and ``inspect``) and ``logging`` are imported when first needed. The finder
-and loader are duck-typed (the import system only calls ``find_spec`` /
-``create_module`` / ``exec_module``), so they need no ``importlib.abc`` base class.
+The finders are kept in ``RUNTIME.import_hooks``. This module runs at interpreter
+start-up (the ``.pth`` bootstrap installs the finder), so at module level it imports only
+what the interpreter has already loaded (``sys``, ``_thread``): ``importlib.util`` is
+imported when first needed. The finder and loader are duck-typed (the import system only
+calls ``find_spec`` / ``create_module`` / ``exec_module``).
 """
 
 import sys
-from _thread import RLock
-from _thread import _local as _ThreadLocal
+from _thread import RLock, get_ident
 
-
-def _logger():
-    import logging
-
-    return logging.getLogger("synalinks_obs")
+from synalinks_obs.runtime import RUNTIME
 
 
 class _CallbackLoader:
@@ -53,20 +48,20 @@ class PostImportFinder:
     def __init__(self, name: str, callback):
         self.name = name
         self.callback = callback
-        self._fired = False
+        self.fired = False
         self._lock = RLock()
-        self._busy = _ThreadLocal()
+        self._busy: set = set()  # threads delegating to the other finders right now
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name or self._fired or getattr(self._busy, "on", False):
+        if fullname != self.name or self.fired or get_ident() in self._busy:
             return None
         import importlib.util
 
-        self._busy.on = True
+        self._busy.add(get_ident())
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
-            self._busy.on = False
+            self._busy.discard(get_ident())
         if spec is None or spec.loader is None:
             return None
         spec.loader = _CallbackLoader(self, spec.loader)
@@ -74,23 +69,19 @@ class PostImportFinder:
 
     def fire(self, module) -> None:
         with self._lock:
-            if self._fired:
+            if self.fired:
                 return
-            self._fired = True
+            self.fired = True
         try:  # done: stop looking at every later import
             sys.meta_path.remove(self)
         except ValueError:
             pass
         try:
             self.callback(module)
-        except Exception:  # never fail the user's import
-            _logger().warning(
-                "synalinks-obs: instrumenting %s failed; the app runs untraced", self.name,
-                exc_info=True,
-            )
+        except Exception as exc:  # never fail the user's import (strict mode raises)
+            from synalinks_obs import reporting
 
-
-_finders: dict[str, PostImportFinder] = {}
+            reporting.internal_error(f"the import hook of {self.name}", exc)
 
 
 def when_imported(name: str, callback) -> PostImportFinder:
@@ -98,11 +89,12 @@ def when_imported(name: str, callback) -> PostImportFinder:
 
     Idempotent per ``name``: a second call returns the finder already installed.
     """
-    finder = _finders.get(name)
-    if finder is not None and (finder in sys.meta_path or finder._fired):
+    hooks = RUNTIME.import_hooks
+    finder = hooks.get(name)
+    if finder is not None and (finder in sys.meta_path or finder.fired):
         return finder
     finder = PostImportFinder(name, callback)
-    _finders[name] = finder
+    hooks[name] = finder
     module = sys.modules.get(name)
     if module is not None:
         finder.fire(module)
@@ -113,7 +105,7 @@ def when_imported(name: str, callback) -> PostImportFinder:
 
 def remove_hook(name: str) -> None:
     """Remove the finder for ``name`` (if any) from ``sys.meta_path``."""
-    finder = _finders.pop(name, None)
+    finder = RUNTIME.import_hooks.pop(name, None)
     if finder is not None:
         try:
             sys.meta_path.remove(finder)

@@ -11,13 +11,13 @@ app: ``load_settings`` reports it in one line and falls back to that setting's d
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from synalinks_obs import reporting
 
 ENV_PREFIX = "SYNALINKS_OBS_"
 DEFAULT_EXPERIMENT = "synalinks_traces"
@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         "false: from a thread of the app's process.",
     )
     log_level: str = Field(default="WARNING", description="Level of the 'synalinks_obs' logger.")
+    strict: bool = Field(
+        default=False,
+        description="Raise synalinks-obs' own internal errors instead of logging them (tests).",
+    )
 
     @field_validator("tracking_uri", mode="before")
     @classmethod
@@ -142,12 +146,14 @@ def _known_env_keys() -> set[str]:
     return {_env_name(f) for f in Settings.model_fields}
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(report=None, **overrides: Any) -> Settings:
     """Build the settings: ``overrides`` (None means 'not given'), then env, then defaults.
 
     Raises ``SettingsError`` for a bad override; reports a bad or unknown environment
-    variable on stderr (one line each) and uses the default for it instead.
+    variable (one line each, saying which value is used instead) and uses the default
+    for it. ``report(line)`` receives those lines (default: once each on stderr).
     """
+    _report = report or reporting.say_once
     explicit = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(explicit) - set(Settings.model_fields))
     if unknown:
@@ -157,7 +163,7 @@ def load_settings(**overrides: Any) -> Settings:
         )
     for key in sorted(os.environ):
         if key.startswith(ENV_PREFIX) and key not in _known_env_keys():
-            _report(f"synalinks-obs: unknown variable {key}; known: "
+            _report(f"synalinks-obs: unknown variable {key} (ignored); known: "
                     + ", ".join(sorted(k for k in _known_env_keys() if k.startswith(ENV_PREFIX))))
     bad_env: set[str] = set()
     while True:
@@ -174,7 +180,8 @@ def load_settings(**overrides: Any) -> Settings:
                 if field in explicit:
                     raise SettingsError(_one_line({**error, "loc": (field,)}, "arg")) from None
                 if field and field not in bad_env:
-                    _report(_one_line({**error, "loc": (field,)}, "env"))
+                    default = Settings.model_fields[field].get_default() if field in Settings.model_fields else None
+                    _report(_one_line({**error, "loc": (field,)}, "env") + f"; using the default {default!r}")
                     bad_env.add(field)
                     progressed = True
             if not progressed:
@@ -186,15 +193,3 @@ def _field_for_loc(loc: str) -> str:
         if loc == alias:
             return field
     return loc
-
-
-_reported: set[str] = set()
-
-
-def _report(line: str) -> None:
-    """Print a configuration problem once per process on stderr."""
-    if line in _reported:
-        return
-    _reported.add(line)
-    logging.getLogger("synalinks_obs").debug(line)
-    print(line, file=sys.stderr)

@@ -1,0 +1,137 @@
+"""Turning tracing on and off: what ``enable``/``disable``/``uninstrument`` do to ``RUNTIME``.
+
+``enable()`` validates the settings and records them; the moment Synalinks is imported
+(at once if it already is) ``_start`` checks the versions and the store URI, applies
+every patch through the one registry (``patching.install``), and sets the tracer the
+patched calls read. A start-up activation (``SYNALINKS_OBSERVABILITY=1``, the launcher)
+goes through ``enable_on_import``, which loads nothing until Synalinks is imported.
+``uninstrument()`` reverts every patch, Synalinks' and MLflow's alike.
+
+Side effects, all documented in the README: our own ``synalinks_obs`` logger gets the
+``log_level`` setting; ``MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR`` is set to ``true``
+unless already set (``import synalinks`` seeds ``random``, so MLflow's default span ids
+would repeat across processes). MLflow's tracking URI, experiment and retry settings are
+left alone.
+"""
+
+import os
+import sys
+
+from synalinks_obs import reporting
+from synalinks_obs.runtime import RUNTIME
+
+
+def enable(tracking_uri=None, experiment_name=None, _source: str = "enable()", **options) -> None:
+    """See ``synalinks_obs.enable``. Raises ``SettingsError`` for a bad argument."""
+    from synalinks_obs.settings import load_settings
+
+    settings = load_settings(tracking_uri=tracking_uri, experiment_name=experiment_name, **options)
+    reporting.logger().setLevel(settings.log_level)
+    if settings.strict:
+        reporting.strict_mode(True)
+    os.environ.setdefault("MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR", "true")
+    from synalinks_obs import importhook
+
+    with RUNTIME.lock:
+        RUNTIME.settings = settings
+        RUNTIME.source = _source
+        RUNTIME.pending = None
+        importhook.when_imported("synalinks", _on_synalinks_imported)
+        if "synalinks" in sys.modules:
+            _start()
+
+
+def enable_on_import(_source: str = "env", **options) -> None:
+    """Turn tracing on the moment Synalinks is imported (at once if it already is).
+
+    What start-up activation calls: unlike ``enable()`` it loads nothing now, not even
+    the settings (pydantic), so a process that never imports Synalinks pays only for the
+    import hook. The settings are read from the environment, and reported if bad, when
+    Synalinks is imported. An explicit ``enable()`` (before or after) wins; ``disable()``
+    cancels it.
+    """
+    from synalinks_obs import importhook
+
+    with RUNTIME.lock:
+        if RUNTIME.settings is not None or RUNTIME.pending is not None:
+            return
+        RUNTIME.pending = options
+        RUNTIME.source = _source
+        importhook.when_imported("synalinks", _on_synalinks_imported)
+
+
+def _on_synalinks_imported(_module) -> None:
+    """Import-hook callback: start tracing if it is still requested."""
+    with RUNTIME.lock:
+        pending, RUNTIME.pending = RUNTIME.pending, None
+        if pending is not None and RUNTIME.settings is None:
+            try:
+                enable(_source=RUNTIME.source, **pending)  # starts: synalinks is imported
+            except ValueError as exc:  # a bad setting: one line, and the app runs untraced
+                reporting.say(str(exc))
+                RUNTIME.source = None
+        else:
+            _start()
+
+
+def disable() -> None:
+    """Stop tracing new calls; spans already finished are still written."""
+    with RUNTIME.lock:
+        RUNTIME.settings = None
+        RUNTIME.source = None
+        RUNTIME.pending = None
+        tracer, RUNTIME.tracer = RUNTIME.tracer, None
+    if tracer is not None:
+        tracer.exporter.flush()
+
+
+def is_enabled() -> bool:
+    return RUNTIME.settings is not None or RUNTIME.pending is not None
+
+
+def uninstrument() -> None:
+    """Turn tracing off and put back every attribute synalinks-obs replaced."""
+    disable()
+    from synalinks_obs import importhook
+
+    with RUNTIME.lock:
+        for name in list(RUNTIME.import_hooks):
+            importhook.remove_hook(name)
+        RUNTIME.patches.revert()
+        RUNTIME.route = None
+        RUNTIME.hook_tracer = None
+
+
+def _start() -> None:
+    """Patch Synalinks (once) and set the tracer of the activation in force."""
+    settings = RUNTIME.settings
+    if settings is None:
+        return
+    from synalinks_obs import uris
+
+    resolution = uris.resolve(settings.tracking_uri, environment=False)
+    setting = "--tracking-uri" if RUNTIME.source == "run" and resolution.source == "explicit" else (
+        "tracking_uri" if resolution.source == "explicit" else "MLFLOW_TRACKING_URI"
+    )
+    problem = uris.file_store_problem(resolution.uri, setting)
+    if problem is not None:
+        reporting.say_once(problem)
+        RUNTIME.settings = None
+        return
+    if resolution.source == "default":
+        note = uris.legacy_mlruns_note()
+        if note:
+            reporting.say_once(note)
+    from synalinks_obs import patching
+
+    if not patching.install(RUNTIME):
+        RUNTIME.settings = None
+        return
+    old = RUNTIME.tracer
+    if old is not None and old.settings == settings and old.destination.tracking_uri == resolution.uri:
+        return
+    from synalinks_obs.export import service
+    from synalinks_obs.tracing.tracer import Tracer
+
+    exporter = service.exporter_for(settings)
+    RUNTIME.tracer = Tracer(settings, resolution.uri, exporter)

@@ -1,0 +1,270 @@
+"""Synalinks' internal names (``synalinks.src.*``, underscore attributes), with fallbacks.
+
+Public names (``synalinks.Module``, ``synalinks.hooks.Monitor``...) are preferred; where
+only an internal one exists it is read here, guarded, and a missing one is reported once
+through ``compat.note_fallback`` with what is lost. ``tests/unit/compat/`` breaks each
+name and shows the app still runs. Every accessor imports Synalinks lazily (callers run
+after ``import synalinks``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from synalinks_obs.compat import note_fallback
+
+# Where Synalinks 0.9/0.10 define what we patch or read.
+CONFIG_MODULE = "synalinks.src.backend.config"
+HOOK_LIST_MODULE = "synalinks.src.hooks.hook_list"
+CALLBACK_LIST_MODULE = "synalinks.src.callbacks.callback_list"
+LM_MODULE = "synalinks.src.modules.language_models.language_model"
+TRAINER_MODULE = "synalinks.src.trainers.trainer"
+LM_RETRY_METHOD = "_call_with_retry"  # 0.9.x: where the last attempt's error is raised
+
+
+def _module_of(obj):
+    return sys.modules.get(getattr(obj, "__module__", "") or "")
+
+
+def module_class():
+    """``synalinks.Module``."""
+    import synalinks
+
+    return synalinks.Module
+
+
+def symbolic_data_model_class():
+    import synalinks
+
+    found = getattr(synalinks, "SymbolicDataModel", None)
+    if found is None:
+        note_fallback("synalinks.SymbolicDataModel", "symbolic calls are not told apart")
+        return type("_NoSymbolicDataModel", (), {})
+    return found
+
+
+def deferred_data_model_classes() -> tuple:
+    """Data model classes whose JSON may be computed later, on the exporter thread."""
+    import synalinks
+
+    found = getattr(synalinks, "DataModel", None)
+    return (found,) if isinstance(found, type) else ()
+
+
+def config_module():
+    """The module that defines ``enable_observability`` (its globals are the flag)."""
+    import synalinks
+
+    function = getattr(synalinks, "enable_observability", None)
+    return _module_of(function) or sys.modules.get(CONFIG_MODULE)
+
+
+def record_observability_config(tracking_uri, experiment_name) -> None:
+    """Keep what ``synalinks.enable_observability(...)`` was given in Synalinks' own config
+    (its built-in ``Monitor`` hooks and callbacks read their defaults there), without
+    turning Synalinks' own flag on."""
+    config = config_module()
+    for name, value in (("_MLFLOW_TRACKING_URI", tracking_uri), ("_MLFLOW_EXPERIMENT_NAME", experiment_name)):
+        if not value:
+            continue
+        if config is None or not hasattr(config, name):
+            note_fallback(f"{CONFIG_MODULE}.{name}", "Synalinks' built-in Monitors keep their own defaults")
+            continue
+        setattr(config, name, value)
+
+
+def hook_list_module():
+    """The module whose ``is_observability_enabled`` makes ``HookList`` add a Monitor."""
+    module = sys.modules.get(HOOK_LIST_MODULE)
+    if module is None:
+        import synalinks
+
+        module = _module_of(getattr(getattr(synalinks, "hooks", None), "HookList", None))
+    return module
+
+
+def callback_list_module():
+    """The module whose ``is_observability_enabled`` makes ``CallbackList`` add a Monitor."""
+    module = sys.modules.get(CALLBACK_LIST_MODULE)
+    if module is None:
+        import synalinks
+
+        module = _module_of(getattr(getattr(synalinks, "callbacks", None), "CallbackList", None))
+    return module
+
+
+def hook_class():
+    import synalinks
+
+    return synalinks.hooks.Hook
+
+
+def builtin_hook_monitor_class():
+    """Synalinks' own ``synalinks.hooks.Monitor`` (None if it has none)."""
+    import synalinks
+
+    return getattr(getattr(synalinks, "hooks", None), "Monitor", None)
+
+
+def callback_class():
+    import synalinks
+
+    return synalinks.callbacks.Callback
+
+
+def callback_list_class():
+    import synalinks
+
+    return synalinks.callbacks.CallbackList
+
+
+def builtin_callback_monitor_class():
+    """Synalinks' own ``synalinks.callbacks.Monitor`` (None if it has none)."""
+    import synalinks
+
+    return getattr(getattr(synalinks, "callbacks", None), "Monitor", None)
+
+
+def module_hooks(module) -> list:
+    """The hooks attached to a module instance (``Module._hooks.hooks``)."""
+    hook_list = module.__dict__.get("_hooks")
+    if hook_list is None:
+        return []
+    hooks = getattr(hook_list, "hooks", None)
+    return hooks if hooks is not None else []
+
+
+def trainer_class():
+    """The class that defines ``fit`` and ``evaluate`` for programs."""
+    module = sys.modules.get(TRAINER_MODULE)
+    trainer = getattr(module, "Trainer", None)
+    if trainer is not None:
+        return trainer
+    import synalinks
+
+    for klass in synalinks.Program.__mro__:
+        if "fit" in klass.__dict__ and "evaluate" in klass.__dict__:
+            note_fallback(f"{TRAINER_MODULE}.Trainer", f"fit() is patched on {klass.__qualname__}")
+            return klass
+    return None
+
+
+def language_model_module():
+    """The module defining ``LanguageModel`` (and, from 0.10, ``current_call_usage``)."""
+    import synalinks
+
+    return _module_of(synalinks.LanguageModel) or sys.modules.get(LM_MODULE)
+
+
+def current_call_usage_of(cls):
+    """``current_call_usage`` of the LM family ``cls`` belongs to (None if it has none)."""
+    for klass in cls.__mro__:
+        if klass.__name__ in ("LanguageModel", "DecisionModel", "EmbeddingModel") and (
+            klass.__module__.startswith("synalinks.")
+        ):
+            return getattr(sys.modules.get(klass.__module__), "current_call_usage", None)
+    return None
+
+
+def last_call_usage(lm) -> dict:
+    """0.9.x: the usage of an LM's last call, kept on the instance."""
+    prompt = getattr(lm, "last_call_prompt_tokens", 0) or 0
+    completion = getattr(lm, "last_call_completion_tokens", 0) or 0
+    return {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": getattr(lm, "last_call_tokens", 0) or prompt + completion,
+        "cost": getattr(lm, "last_call_cost", None),
+    }
+
+
+def call_counters(lm) -> tuple[int, int]:
+    """0.9.x: (calls, failed calls) an LM has made so far."""
+    return getattr(lm, "cumulated_calls", 0), getattr(lm, "cumulated_failed_calls", 0)
+
+
+def cumulated_usage(lm) -> tuple[float, float] | None:
+    """(all-time cost, all-time tokens) of an LM, or None for a module that has none."""
+    if not hasattr(lm, "cumulated_cost"):
+        return None
+    return float(getattr(lm, "cumulated_cost", 0) or 0), float(getattr(lm, "cumulated_tokens", 0) or 0)
+
+
+def flatten_modules(program, recursive: bool = True) -> list:
+    """The modules of a program (not itself), depth first."""
+    try:
+        return list(program._flatten_modules(include_self=False, recursive=recursive))
+    except AttributeError as exc:
+        note_fallback("Module._flatten_modules", "the program's modules are read from .modules", exc)
+    except Exception:
+        return []
+    try:
+        return list(getattr(program, "modules", None) or [])
+    except Exception:
+        return []
+
+
+def direct_modules(program) -> list:
+    """The modules a program holds directly (``Module._modules``)."""
+    return list(getattr(program, "_modules", None) or [])
+
+
+def compiled_reward(program):
+    """The reward given to ``compile()`` (None before it)."""
+    return getattr(program, "reward", None) or getattr(program, "_compile_reward", None)
+
+
+def compiled_metric_names(program) -> list[str]:
+    """Names of the metrics given to ``compile()``."""
+    try:
+        return [m.name for m in program._compile_metrics.metrics]
+    except Exception:
+        return []
+
+
+def program_graph(program) -> tuple[str, list, list]:
+    """``(kind, modules, edges)`` of a program: a Functional program's graph (edges as
+    index pairs), a Sequential's chain, or any other program's direct modules."""
+    kind, modules, edges = "other", [], []
+    try:
+        from synalinks.src.programs import functional, sequential
+
+        if isinstance(program, functional.Functional):
+            kind, modules = "functional", list(program._operations)
+        elif isinstance(program, sequential.Sequential):
+            kind, modules = "sequential", direct_modules(program)
+    except Exception as exc:
+        note_fallback("synalinks.src.programs", "program plots show modules without edges", exc)
+        kind = "other"
+    if not modules:
+        kind, modules = "other", flatten_modules(program, recursive=False)
+    index = {id(module): i for i, module in enumerate(modules)}
+    if kind == "sequential":
+        edges = [(i, i + 1) for i in range(len(modules) - 1)]
+    elif kind == "functional":
+        try:
+            from synalinks.src.ops.function import make_node_key
+
+            for module in modules:
+                for i, node in enumerate(module._inbound_nodes):
+                    if make_node_key(module, i) not in program._nodes:
+                        continue
+                    for parent in node.parent_nodes:
+                        source = index.get(id(parent.operation))
+                        edge = (source, index[id(module)])
+                        if source is not None and edge not in edges:
+                            edges.append(edge)
+        except Exception as exc:
+            note_fallback("the graph of Functional programs", "program plots show no edges", exc)
+            edges = []
+    return kind, modules, edges
+
+
+def program_visualization():
+    """``synalinks.src.utils.program_visualization`` (None when missing)."""
+    try:
+        from synalinks.src.utils import program_visualization as found
+    except Exception as exc:
+        note_fallback("synalinks.src.utils.program_visualization", "no PNG program plot", exc)
+        return None
+    return found

@@ -1,0 +1,392 @@
+"""Where the exporter thread sends span batches: the exporter process, or a local Writer.
+
+- ``ProcessSink``: the exporter process (``store.worker``), started with the same Python
+  (``-P``: the app's directory, which may hold a ``struct.py`` or ``mlflow.py``, is not on
+  its path) and two channels: a socket as its stdin (ours to write: no SIGPIPE) and a
+  pipe for its answers, read without blocking.
+- ``LocalSink``: the same ``store.writer.Writer`` inside the exporter thread, for short
+  scripts, ``SYNALINKS_OBS_EXPORT_PROCESS=0``, or when the process cannot be used.
+- ``Sinks``: which one is used now. The process is started once an app has kept
+  producing spans for ``PROCESS_AFTER`` seconds (a short script is better served by
+  writing its few spans from the thread than by a second interpreter importing MLflow,
+  ~2.5 s of CPU); while it starts, records wait unless they cannot; if it dies, what it
+  held is counted and the thread writes locally from then on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pickle
+import select
+import socket
+import subprocess
+import sys
+import time
+
+from synalinks_obs import reporting
+from synalinks_obs.store import protocol
+from synalinks_obs.store.writer import Writer
+
+PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_ABANDONED: list = []  # a forked child's copies of the parent's channels: never finalised
+_log = reporting.logger(__name__)
+
+
+class LocalSink:
+    """The ``Writer`` inside the exporter thread."""
+
+    finished = False
+
+    def __init__(self, max_spans: int, notify):
+        self.writer = Writer(max_spans, notify=notify)
+
+    @property
+    def exported(self) -> int:
+        return self.writer.exported
+
+    @property
+    def dropped(self):
+        return self.writer.dropped
+
+    def send(self, destination, wires) -> None:
+        self.writer.add(destination, len(wires), wires)
+
+    def pump(self):
+        return self.writer.pump()
+
+    def idle(self) -> bool:
+        return self.writer.pending == self.writer.held
+
+    def close(self, deadline) -> None:
+        budget = deadline - time.monotonic()
+        self.writer.drain(
+            deadline, timeout_reason=f"exit flush timed out after {max(budget, 0):.3g} s"
+        )
+
+    def abandon(self) -> int:
+        return self.writer.pending
+
+
+class ProcessSink:
+    """The exporter process and its two channels (see the module docstring)."""
+
+    def __init__(self, settings, notify):
+        self.settings = settings
+        self.notify = notify
+        self.process = None
+        self.sent = 0
+        self.exported = 0
+        self.dropped: collections.Counter = collections.Counter()
+        self.held = 0  # spans it keeps for a store that is failing
+        self.ready = False  # it said hello: mlflow is imported there
+        self.said_bye = False
+        self.finished = False  # "bye" received or the process is gone
+        self.ack_fd = None
+        self._socket = None
+        self._buffer = b""
+
+    def start(self) -> bool:
+        executable = sys.executable
+        if not executable:
+            return False
+        settings = self.settings
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["SYNALINKS_OBSERVABILITY"] = "0"  # the writer itself is never traced
+        env.pop("_SYNALINKS_OBS_RUN", None)
+        # Our own health probe and backoff replace MLflow's retry policy (minutes long):
+        # only in the exporter process, the app's MLflow settings stay as they are.
+        env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        read_fd, write_fd = os.pipe()
+        ours, theirs = socket.socketpair()
+        code = (
+            "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from synalinks_obs.store.worker import run_and_exit; run_and_exit()"
+        )
+        debug = _log.isEnabledFor(logging.DEBUG)
+        try:
+            self.process = subprocess.Popen(
+                [
+                    executable, "-P", "-c", code, package_parent, str(write_fd),
+                    str(settings.flush_timeout), str(settings.max_queue_spans),
+                ],
+                stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL,
+                stderr=None if debug else subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                env=env,
+                cwd=os.getcwd(),
+            )
+        except Exception as exc:
+            for fd in (read_fd, write_fd):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
+            return False
+        os.close(write_fd)
+        theirs.close()
+        ours.shutdown(socket.SHUT_RD)
+        os.set_blocking(read_fd, False)
+        self._socket = ours
+        self.ack_fd = read_fd
+        return True
+
+    def poll(self) -> None:
+        """Read and handle whatever the process has answered (never blocks)."""
+        if self.finished:
+            return
+        while True:
+            try:
+                data = os.read(self.ack_fd, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.finished = True
+                break
+            self._buffer += data
+        buffer = self._buffer
+        size = protocol.HEADER.size
+        while len(buffer) >= size:
+            (length,) = protocol.HEADER.unpack_from(buffer)
+            if len(buffer) < size + length:
+                break
+            message = pickle.loads(buffer[size:size + length])
+            buffer = buffer[size + length:]
+            self._handle(message)
+        self._buffer = buffer
+
+    def _handle(self, message) -> None:
+        kind = message[0]
+        if kind in ("done", "bye"):
+            self.exported = message[1]
+            self.dropped = collections.Counter(message[2])
+            self.held = message[3]
+            if kind == "bye":
+                self.said_bye = True
+                self.finished = True
+        elif kind == "hello":
+            self.ready = True
+        self.notify(*message)
+
+    def _write(self, message) -> None:
+        if self.finished:
+            raise BrokenPipeError("the exporter process exited")
+        self._socket.sendall(protocol.frame(message), _NOSIGNAL)
+
+    def send(self, destination, wires) -> None:
+        payload = pickle.dumps(wires, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(("spans", destination, len(wires), payload))
+        self.sent += len(wires)
+
+    def idle(self) -> bool:
+        if self.finished:
+            return True
+        return self.exported + sum(self.dropped.values()) + self.held >= self.sent
+
+    def close(self, deadline) -> None:
+        """No more spans: tell the process how long it may take, then EOF."""
+        if self.sent == 0:  # nothing of ours in it: no reason to wait for it
+            self.abandon()
+            return
+        try:
+            left = deadline - time.monotonic()
+            # keep a margin for its last report and its exit
+            self._write(("close", max(0.0, left * 0.9 - 0.3)))
+        except Exception:
+            pass
+        try:
+            self._socket.close()
+        except Exception:
+            pass
+
+    def wait(self, deadline) -> None:
+        """Collect the process's answers until its last one (or the deadline)."""
+        while not self.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                select.select([self.ack_fd], [], [], min(left, 0.5))
+            except (OSError, ValueError):
+                return
+            self.poll()
+        try:
+            self.process.wait(max(0.05, deadline - time.monotonic()))
+        except Exception:
+            pass
+
+    def abandon(self) -> int:
+        """Stop the process now; the number of spans it had not written yet."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.kill()
+                self.process.wait(1.0)
+            except Exception:
+                pass
+        for close in (self._socket.close, lambda: os.close(self.ack_fd)):
+            try:
+                close()
+            except Exception:
+                pass
+        left = 0 if self.said_bye else self.sent - self.exported - sum(self.dropped.values())
+        self.finished = True
+        return max(0, left)
+
+    def forget_in_child(self) -> None:
+        """In a forked child: close our copies of the parent's channels (raw, so that no
+        lock a parent's thread held is touched), and never wait for its process."""
+        for fd_of in (self._socket.fileno, lambda: self.ack_fd):
+            try:
+                os.close(fd_of())
+            except Exception:
+                pass
+        _ABANDONED.append(self)  # its socket object would close a reused fd number
+        if self.process is not None:
+            self.process.returncode = 0  # not our child: never wait for it
+
+
+class Sinks:
+    """The exporter process and the local Writer, and which one takes spans now."""
+
+    def __init__(self, settings, notify, mlflow_unsafe: bool = False):
+        self.settings = settings
+        self.notify = notify
+        self.process: ProcessSink | None = None  # once started
+        self.process_tried = False
+        self.local: LocalSink | None = None  # made when needed
+        self.lost: collections.Counter = collections.Counter()  # in a process that died
+        self.gone_exported = 0  # written by an exporter process that died later
+        self._records_since = None  # when spans started waiting
+        # Forked while the parent's thread was inside MLflow: this process must not use
+        # MLflow itself (a lock or connection may be stuck); its exporter process does.
+        self.mlflow_unsafe = mlflow_unsafe
+
+    def all(self) -> list:
+        return [sink for sink in (self.process, self.local) if sink is not None]
+
+    @property
+    def exported(self) -> int:
+        return self.gone_exported + sum(sink.exported for sink in self.all())
+
+    def drop_reasons(self) -> collections.Counter:
+        reasons = collections.Counter(self.lost)
+        for sink in self.all():
+            reasons.update(sink.dropped)
+        return reasons
+
+    def idle(self) -> bool:
+        return all(sink.idle() for sink in self.all())
+
+    def wait_fds(self) -> list:
+        process = self.process
+        return [process.ack_fd] if process is not None and not process.finished else []
+
+    def maybe_start_process(self, queued: int, batch_size: int) -> None:
+        """Start the exporter process once spans have kept coming for a while."""
+        if self.process_tried or not queued:
+            return
+        now = time.monotonic()
+        if self._records_since is None:
+            self._records_since = now
+        if now - self._records_since < PROCESS_AFTER and queued < batch_size:
+            return
+        self.process_tried = True
+        if not self.settings.export_process:
+            return
+        try:
+            sink = ProcessSink(self.settings, self.notify)
+            if sink.start():
+                self.process = sink
+        except Exception as exc:
+            _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
+
+    def poll(self, stopping: bool) -> None:
+        process = self.process
+        if process is None:
+            return
+        process.poll()
+        if process.finished and not process.said_bye and not stopping:
+            self.process_died(process)
+
+    def process_died(self, process) -> None:
+        """An exporter process that exited unexpectedly: count what it held, go local."""
+        lost = process.sent - process.exported - sum(process.dropped.values())
+        code = process.process.poll() if process.process is not None else None
+        if lost > 0:
+            self.lost[f"the exporter process exited (code {code})"] += lost
+        self.lost.update(process.dropped)
+        self.gone_exported += process.exported
+        self.process = None
+        process.abandon()
+        _log.info(
+            "synalinks-obs: the exporter process exited (code %s); writing spans from the "
+            "app's process", code,
+        )
+
+    def choose(self, urgent: bool):
+        """Where spans go now: the exporter process once it is ready; until then (if
+        they cannot wait) or without it, the Writer in this thread; None: wait."""
+        process = self.process
+        if process is not None and not process.finished:
+            if process.ready:
+                return process
+            if not urgent or self.mlflow_unsafe:
+                return None  # starting: keep the records a little longer
+        elif process is None and not self.process_tried and not urgent:
+            if self.settings.export_process:
+                return None  # it may start soon (see maybe_start_process)
+        return self.local_sink()
+
+    def local_sink(self) -> LocalSink:
+        if self.local is None:
+            self.local = LocalSink(self.settings.max_queue_spans, self.notify)
+        return self.local
+
+    def send(self, sink, destination, wires):
+        """Send to ``sink``; if the process fails, count it dead and write locally. The
+        sink to use next."""
+        try:
+            sink.send(destination, wires)
+            return sink
+        except Exception:
+            if sink is self.local:
+                raise
+            self.process_died(sink)
+            local = self.local_sink()
+            local.send(destination, wires)
+            return local
+
+    def pump(self):
+        return self.local.pump() if self.local is not None else None
+
+    def close(self, deadline, report) -> None:
+        """At exit: EOF to the exporter process, write what this thread holds, then
+        collect the process's last report (all before the deadline)."""
+        process, local = self.process, self.local
+        if process is not None:
+            process.close(deadline)
+        if local is not None:
+            try:
+                local.close(deadline)
+            except Exception as exc:
+                report(exc)
+        if process is not None:
+            process.wait(deadline)
+
+    def abandon_local(self) -> int:
+        """The local Writer's backlog, given up (exit budget spent); how many spans."""
+        return self.local.abandon() if self.local is not None else 0
+
+    def abandon_process(self) -> int:
+        """Stop an exporter process that did not say bye; how many spans it held."""
+        process = self.process
+        if process is not None and not process.said_bye:
+            return process.abandon()
+        return 0

@@ -1,0 +1,143 @@
+"""A finished ``CallRecord`` -> a ``Wire``: the plain, picklable form of one span.
+
+``record_to_wire`` runs on the exporter thread: payloads are serialised, redacted and
+truncated here (``export.payloads``), LM spans get OpenAI-style ``messages``/``choices``,
+an exception becomes ``(type name, message, stack)``. A ``Wire`` holds only strings,
+numbers and tuples, so it crosses to the exporter process as a pickle, where
+``store.mlflow_spans`` builds the MLflow span from it.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import NamedTuple
+
+from synalinks_obs.export.payloads import materialize, to_json
+from synalinks_obs.redaction import redactor_for
+
+
+class Wire(NamedTuple):
+    """One finished span, ready to write."""
+
+    otel_trace_id: int
+    trace_id: str
+    span_id: int
+    parent_span_id: int | None
+    name: str
+    start_ns: int
+    end_ns: int
+    span_type: str
+    call_id: int
+    parent_call_id: int | None
+    module: str  # class name
+    module_name: str
+    description: str
+    symbolic: bool
+    cost: float
+    usage: dict | None  # input/output/total tokens, cost (numbers only)
+    model: str | None
+    inputs: str | None  # JSON text
+    outputs: str | None  # JSON text
+    error: tuple | None  # (exception type name, message, stack)
+    lm_error: str | None  # an LM call that reported failure without raising
+    trace_root: bool  # the root of a trace of ours (not of a joined MLflow trace)
+    foreign: bool  # part of a user's MLflow trace we joined
+
+
+_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cost")
+
+
+def _plain_usage(usage):
+    if not isinstance(usage, dict):
+        return None, None
+    plain = {}
+    for key in _USAGE_KEYS:
+        value = usage.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            plain[key] = value
+    error = usage.get("error")
+    return plain, (str(error) if error else None)
+
+
+def _chat_messages(inputs):
+    if not inputs:
+        return None
+    first = inputs[0]
+    messages = first.get("messages") if isinstance(first, dict) else None
+    return messages if isinstance(messages, list) else None
+
+
+def _payloads(record, settings, redactor, lm_error):
+    """The JSON text of a record's inputs and outputs (None when not captured)."""
+    if not settings.capture_payloads:
+        return None, None
+    max_chars = settings.max_payload_chars
+    inputs = {"data": record.inputs}
+    if record.kwargs:
+        inputs["kwargs"] = record.kwargs
+    outputs = None if record.error is not None else {"data": record.outputs}
+    if record.span_type == "CHAT_MODEL" and not record.symbolic:
+        messages = _chat_messages(materialize(record.inputs, redactor))
+        if messages is not None:
+            inputs = {"messages": messages, **inputs}
+        if outputs is not None and record.outputs is not None and not lm_error:
+            content = materialize(record.outputs, redactor)
+            message = (
+                content
+                if isinstance(content, dict) and "role" in content
+                else {"role": "assistant", "content": json.dumps(content, default=str)}
+            )
+            outputs = {"choices": [{"index": 0, "message": message}], **outputs}
+    inputs_json = to_json(inputs, max_chars, redactor)
+    outputs_json = to_json(outputs, max_chars, redactor) if outputs is not None else None
+    return inputs_json, outputs_json
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} with an unprintable message>"
+
+
+def record_to_wire(record, settings, redactor=None) -> Wire:
+    """The ``Wire`` of a finished record."""
+    if redactor is None:
+        redactor = redactor_for(settings.redact_key_fragments)
+    trace = record.trace
+    usage, lm_error = _plain_usage(record.usage)
+    error = record.error
+    error_info = None
+    if error is not None:
+        try:
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        except Exception:
+            stack = ""
+        error_info = (type(error).__name__, _safe_str(error), stack[-8000:])
+    inputs_json, outputs_json = _payloads(record, settings, redactor, lm_error)
+    return Wire(
+        trace.otel_trace_id,
+        trace.trace_id,
+        record.span_id,
+        record.parent_span_id,
+        record.name,
+        record.start_ns,
+        record.end_ns,
+        record.span_type,
+        record.call_id,
+        record.parent_call_id,
+        record.module_class,
+        record.module_name,
+        record.description,
+        bool(record.symbolic),
+        float(record.cost),
+        usage,
+        record.model,
+        inputs_json,
+        outputs_json,
+        error_info,
+        lm_error,
+        record.parent_span_id is None and not trace.foreign,
+        bool(trace.foreign),
+    )

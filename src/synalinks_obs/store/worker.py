@@ -1,0 +1,123 @@
+"""The exporter process: reads span batches from the app, writes them with ``Writer``.
+
+Started by the app's exporter thread (``export.sinks.ProcessSink``) with the same Python
+(``python -P -c ...``: the app's directory is not on its path) so that MLflow's span
+building and SQLAlchemy work run on another core, not the app's GIL. It runs at a lower
+priority, ignores Ctrl-C (the app decides when it stops: EOF on stdin), writes until the
+app says "close" (with the time left) or goes away, reports progress after every write
+(``store.protocol``), and leaves without the interpreter's teardown.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+import time
+
+from synalinks_obs.compat import stdlib as stdlib_compat
+from synalinks_obs.store import protocol
+from synalinks_obs.store.writer import Writer
+
+
+def main(argv=None) -> int:
+    """Entry point of the exporter process: ``argv = [out_fd, exit_budget, max_spans]``."""
+    import signal
+
+    argv = sys.argv[1:] if argv is None else argv
+    out_fd, exit_budget, max_spans = int(argv[0]), float(argv[1]), int(argv[2])
+    try:  # in the background: when cores are scarce, the app goes first
+        os.nice(10)
+    except OSError:
+        pass
+    # Ctrl-C reaches the whole process group: the app decides when we stop (EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parent = os.getppid()
+    inbox: collections.deque = collections.deque()
+    wake = threading.Condition(threading.Lock())
+    out_lock = threading.Lock()
+
+    def send(*message) -> None:
+        with out_lock:
+            try:
+                protocol.write_all(out_fd, protocol.frame(message))
+            except OSError:
+                pass  # the app is gone: keep writing the store anyway
+
+    def reader() -> None:
+        stdin = sys.stdin.buffer
+        while True:
+            try:
+                message = protocol.read_frame(stdin)
+            except Exception:
+                message = None
+            with wake:
+                inbox.append(message)
+                wake.notify()
+            if message is None:
+                return
+
+    writer = Writer(max_spans, notify=send)
+    threading.Thread(target=reader, name="synalinks-obs-reader", daemon=True).start()
+    # Ready once MLflow is imported: until then the app writes what cannot wait itself.
+    # What is imported lives for ever: keep the collector off it, and collect rarely
+    # (the garbage of a write is mostly freed by reference counting).
+    import gc
+
+    from mlflow.entities import Span  # noqa: F401
+    from mlflow.tracing.client import TracingClient  # noqa: F401
+    from mlflow.tracking import MlflowClient  # noqa: F401
+    from opentelemetry.sdk.trace import ReadableSpan  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+    send("hello", os.getpid())
+    wait = None
+    reported = (0, {})
+    closing = False
+    while True:
+        with wake:
+            if not inbox and not stop.is_set():
+                wake.wait(0.5 if wait is None else min(max(wait, 0.005), 0.5))
+        while inbox:
+            message = inbox.popleft()
+            if message is None:
+                closing = True
+                break
+            kind = message[0]
+            if kind == "spans":
+                _, destination, count, payload = message
+                writer.add(destination, count, payload)
+            elif kind == "close":  # the app is exiting: how long the last writes may take
+                exit_budget = float(message[1])
+        if closing or stop.is_set() or os.getppid() != parent:
+            writer.drain(
+                time.monotonic() + exit_budget,
+                timeout_reason=f"exit flush timed out after {exit_budget:g} s",
+            )
+        else:
+            wait = writer.pump()
+        state = (writer.exported, dict(writer.dropped), writer.held)
+        if state != reported:
+            reported = state
+            send("done", *state)
+        if closing or stop.is_set() or os.getppid() != parent:
+            send("bye", *state)
+            return 0
+
+
+def run_and_exit(argv=None) -> None:
+    """``main()``, then leave without the interpreter's teardown.
+
+    By then every span is written and committed (or reported dropped) and the app has
+    our last answer, and each answer goes out unbuffered on a raw descriptor: the
+    teardown of MLflow's modules would only add about a second to the app's exit."""
+    stdlib_compat.exit_now(main(argv))
+
+
+if __name__ == "__main__":
+    run_and_exit()

@@ -1,0 +1,288 @@
+"""Writes span batches to their tracking stores, surviving stores that fail.
+
+``Writer`` owns everything that talks to the tracking store for spans: resolving
+(creating) experiments, building MLflow spans from ``Wire`` tuples
+(``store.mlflow_spans``), writing them with MLflow's store-level ``log_spans`` in batches
+(many traces per call), linking traces to training runs, and surviving a store that is
+down, failing or slow:
+
+- a backlog capped at ``max_spans`` (what does not fit is dropped and counted);
+- for servers a cheap ``GET /health`` probe (``store.health``, short timeout) before
+  writing after a failure, then our own backoff (0.5 s doubling up to 5 s) instead of
+  MLflow's long retry policy; a batch that still fails when the store looks healthy is
+  retried a few times, then dropped (counted, with the reason);
+- at the end (``drain``) what cannot be written before the deadline is dropped with the
+  reason, and a store already known to be down is not waited for.
+
+It runs in the exporter process (``store.worker``), or in the app's exporter thread
+when that process cannot be used.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import time
+
+from synalinks_obs import reporting, uris
+from synalinks_obs.compat import mlflow as mlflow_compat
+from synalinks_obs.store.experiments import resolve_experiment
+from synalinks_obs.store.health import PROBE_TIMEOUT, StoreUnavailable, probe
+from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
+from synalinks_obs.store.schema_lock import guard_schema_setup
+
+BATCH_SPANS = 5_000  # most spans per log_spans call
+MAX_BACKOFF = 5.0
+MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
+
+
+class _StoreState:
+    __slots__ = ("healthy", "failures", "next_try", "reason")
+
+    def __init__(self):
+        self.healthy = False  # a probe (http) or a write succeeded since the last failure
+        self.failures = 0
+        self.next_try = 0.0
+        self.reason = ""
+
+
+class _Chunk:
+    __slots__ = ("destination", "count", "payload", "attempts")
+
+    def __init__(self, destination, count, payload):
+        self.destination = destination
+        self.count = count
+        self.payload = payload  # list of span tuples, or their pickle
+        self.attempts = 0
+
+    def wires(self):
+        payload = self.payload
+        return pickle.loads(payload) if isinstance(payload, bytes) else payload
+
+
+class Writer:
+    """Writes span tuples to their destinations; see the module docstring."""
+
+    def __init__(self, max_spans: int, notify=None):
+        self.max_spans = max_spans
+        self._chunks: collections.deque[_Chunk] = collections.deque()
+        self.pending = 0  # spans in the backlog
+        self.exported = 0
+        self.dropped: collections.Counter = collections.Counter()
+        self._stores: dict = {}
+        self._experiment_ids: dict = {}
+        self._clients: dict = {}
+        self._notify = notify or (lambda *message: None)
+
+    @property
+    def held(self) -> int:
+        """Spans waiting for a store that is failing (retried in the background)."""
+        held = 0
+        for chunk in self._chunks:
+            state = self._stores.get(chunk.destination.tracking_uri)
+            if state is not None and state.failures and not state.healthy:
+                held += chunk.count
+        return held
+
+    # -- intake -------------------------------------------------------------------------
+    def add(self, destination, count: int, payload) -> None:
+        if self.pending + count > self.max_spans:
+            self._drop(count, self._full_reason(destination))
+            return
+        self._chunks.append(_Chunk(destination, count, payload))
+        self.pending += count
+
+    def _full_reason(self, destination) -> str:
+        state = self._stores.get(destination.tracking_uri)
+        if state is not None and state.reason:
+            return f"{state.reason}; buffer full ({self.max_spans} spans)"
+        return f"the tracking store is slower than the app; buffer full ({self.max_spans} spans)"
+
+    def _drop(self, count: int, reason: str) -> None:
+        if count:
+            self.dropped[reason] += count
+
+    # -- experiments --------------------------------------------------------------------
+    def experiment_id(self, destination) -> str:
+        if destination.experiment_id:
+            return destination.experiment_id
+        key = (destination.tracking_uri, destination.experiment_name)
+        found = self._experiment_ids.get(key)
+        if found is None:
+            self._check_store(destination.tracking_uri)
+            found = resolve_experiment(*key)
+            self._experiment_ids[key] = found
+            self._notify("experiment", key, found)
+        return found
+
+    # -- writing ------------------------------------------------------------------------
+    def _state(self, uri) -> _StoreState:
+        state = self._stores.get(uri)
+        if state is None:
+            state = self._stores[uri] = _StoreState()
+        return state
+
+    def _check_store(self, uri) -> None:
+        state = self._state(uri)
+        if state.healthy or not uris.is_http(uri):
+            return
+        probe(uri)
+        if state.failures:
+            mlflow_compat.clear_server_version_cache()
+        state.healthy = True
+
+    def _failed(self, uri, exc) -> None:
+        state = self._state(uri)
+        was_healthy = state.healthy
+        state.healthy = False
+        state.failures += 1
+        state.next_try = time.monotonic() + min(MAX_BACKOFF, 0.5 * 2 ** (state.failures - 1))
+        if isinstance(exc, StoreUnavailable):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {reporting.first_line(exc)}"
+            if "server version" in reason:
+                mlflow_compat.clear_server_version_cache()
+        if reason != state.reason:
+            state.reason = reason
+            self._notify("problem", reason)
+        return was_healthy
+
+    def _ok(self, uri) -> None:
+        state = self._state(uri)
+        state.healthy = True
+        state.failures = 0
+        state.next_try = 0.0
+        state.reason = ""
+
+    def _client(self, tracking_uri):
+        client = self._clients.get(tracking_uri)
+        if client is None:
+            guard_schema_setup()
+            client = mlflow_compat.tracing_client(tracking_uri)
+            self._clients[tracking_uri] = client
+        return client
+
+    def pump(self) -> float | None:
+        """Write what can be written now. Returns None when the backlog is empty, else
+        the seconds until a store that failed may be tried again."""
+        now = time.monotonic()
+        blocked: list[_Chunk] = []
+        wait = None
+        while self._chunks:
+            first = self._chunks.popleft()
+            destination = first.destination
+            state = self._state(destination.tracking_uri)
+            if now < state.next_try:
+                blocked.append(first)
+                delay = state.next_try - now
+                wait = delay if wait is None else min(wait, delay)
+                continue
+            batch = [first]
+            count = first.count
+            while self._chunks and count < BATCH_SPANS:
+                nxt = self._chunks[0]
+                if nxt.destination != destination:
+                    break
+                batch.append(self._chunks.popleft())
+                count += nxt.count
+            if not self._write(destination, batch, count):
+                blocked.extend(batch)
+                wait = 0.0 if wait is None else wait
+            now = time.monotonic()
+        self._chunks.extend(blocked)
+        if not self._chunks:
+            return None
+        return max(0.0, wait or 0.0)
+
+    def _write(self, destination, batch, count) -> bool:
+        """True when the batch is done (written or dropped for good)."""
+        uri = destination.tracking_uri
+        try:
+            self._check_store(uri)
+            experiment_id = self.experiment_id(destination)
+            wires = [wire for chunk in batch for wire in chunk.wires()]
+            spans = [wire_to_span(wire) for wire in wires]
+            self._client(uri).log_spans(experiment_id, spans)
+        except Exception as exc:
+            was_healthy = self._failed(uri, exc)
+            if isinstance(exc, StoreUnavailable) or not was_healthy and uris.is_http(uri):
+                return False  # the store is down: keep the batch for later
+            for chunk in batch:
+                chunk.attempts += 1
+            if max(chunk.attempts for chunk in batch) >= MAX_ATTEMPTS:
+                self._done_with(batch, count, f"{type(exc).__name__}: {reporting.first_line(exc)}")
+                return True
+            return False
+        self._ok(uri)
+        self.pending -= count
+        self.exported += count
+        if destination.run_id is not None:
+            self._link_to_run(destination, experiment_id, wires)
+        return True
+
+    def _done_with(self, batch, count, reason) -> None:
+        self.pending -= count
+        self._drop(count, reason)
+
+    def _link_to_run(self, destination, experiment_id, wires) -> None:
+        """Give each finished root of a run's traces MLflow's source-run metadata.
+
+        ``log_spans`` cannot write trace metadata, so the finished trace info (same times,
+        state and name as ``log_spans`` derived from the spans) is sent again with
+        ``mlflow.sourceRun`` through the store's ``start_trace``, which merges it into the
+        existing trace (see ``synalinks_obs.training``).
+        """
+        client = self._client(destination.tracking_uri)
+        for wire in wires:
+            if wire.parent_span_id is not None or wire.foreign:
+                continue
+            try:
+                client.start_trace(root_trace_info_of(wire, experiment_id, destination.run_id))
+            except Exception as exc:
+                self._notify(
+                    "warning",
+                    f"cannot link traces to run {destination.run_id} "
+                    f"({type(exc).__name__}: {reporting.first_line(exc)}); the spans were written",
+                )
+                return
+
+    def drain(
+        self, deadline: float, wait_for_down_stores: bool = False,
+        timeout_reason: str = "exit flush timed out",
+    ) -> None:
+        """Write the backlog until ``deadline``; drop (and count) what is left.
+
+        A store already known to be down gets one more probe, not the whole budget
+        (unless ``wait_for_down_stores``)."""
+        if not wait_for_down_stores:
+            for uri, state in list(self._stores.items()):
+                if not state.healthy and state.failures and uris.is_http(uri):
+                    try:
+                        probe(uri, timeout=min(PROBE_TIMEOUT, max(0.1, deadline - time.monotonic())))
+                        state.next_try = 0.0
+                    except StoreUnavailable as exc:
+                        state.reason = str(exc)
+                        self._drop_destination_uri(uri, state.reason)
+        while self._chunks:
+            wait = self.pump()
+            if wait is None:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(wait, left))
+        while self._chunks:
+            chunk = self._chunks.popleft()
+            state = self._stores.get(chunk.destination.tracking_uri)
+            reason = state.reason if state is not None and state.reason else timeout_reason
+            self._done_with([chunk], chunk.count, reason)
+
+    def _drop_destination_uri(self, uri, reason) -> None:
+        keep = collections.deque()
+        for chunk in self._chunks:
+            if chunk.destination.tracking_uri == uri:
+                self._done_with([chunk], chunk.count, reason)
+            else:
+                keep.append(chunk)
+        self._chunks = keep

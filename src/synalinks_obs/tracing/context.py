@@ -1,0 +1,157 @@
+"""Which call is current: our ContextVar, MLflow's OpenTelemetry context, run destinations.
+
+Parent-child comes from a context of our own, never from Synalinks' ``CallContext``:
+
+- ``CURRENT`` (a ContextVar) holds the innermost synalinks-obs record of this task or
+  thread; it is set and reset inside the same coroutine, so sequential siblings stay
+  siblings and calls awaited concurrently (``asyncio.gather``, tasks, threads) each keep
+  their own parent.
+- MLflow's OpenTelemetry runtime context holds an ``ObsSpan`` (a non-recording span
+  carrying our ids) while a sampled call runs, so ``mlflow.start_span`` /
+  ``@mlflow.trace`` inside a module nest under it, and a call made inside a user's MLflow
+  span joins that span's trace (``records.begin``).
+- ``DESTINATION_OVERRIDE`` sends the traces started in a context elsewhere (a training
+  run, see ``training.monitor``); ``RUNTIME.active_runs`` keeps the runs in progress for
+  threads, which do not inherit ContextVars.
+
+``enter``/``leave`` are the only functions that set and reset both contexts.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from synalinks_obs.compat import mlflow as mlflow_compat
+from synalinks_obs.runtime import RUNTIME
+
+CURRENT: contextvars.ContextVar = contextvars.ContextVar("synalinks_obs_current_call", default=None)
+# Where the traces of calls started in this context go (training runs override the
+# tracer's destination through it).
+DESTINATION_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar(
+    "synalinks_obs_destination", default=None
+)
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class MlflowContext:
+    """The OpenTelemetry runtime context MLflow reads its current span from (its own or
+    OpenTelemetry's global one, per MLflow's tracer-provider mode, read once)."""
+
+    def __init__(self):
+        self.current_context, self._attach, self.detach = mlflow_compat.runtime_context()
+
+    def current_span(self):
+        return otel_trace.get_current_span(self.current_context())
+
+    def attach(self, span):
+        return self._attach(otel_trace.set_span_in_context(span, self.current_context()))
+
+
+class ObsSpan(NonRecordingSpan):
+    """What MLflow's context holds while one of our calls runs: our ids, nothing else."""
+
+    __slots__ = ("record", "_obs_context")
+
+    def __init__(self, record):
+        super().__init__(None)
+        self.record = record
+        # The SpanContext (a validated tuple, ~3 us) is built only if someone asks.
+        self._obs_context = None
+
+    def get_span_context(self) -> SpanContext:
+        context = self._obs_context
+        if context is None:
+            record = self.record
+            context = self._obs_context = SpanContext(
+                record.trace.otel_trace_id, record.span_id, False, _SAMPLED
+            )
+        return context
+
+
+class _Contexts:
+    mlflow: MlflowContext | None = None  # bound once MLflow is importable (configure())
+
+
+CONTEXTS = _Contexts()
+
+
+def configure() -> MlflowContext:
+    """Bind to MLflow's runtime context (once mlflow is importable)."""
+    if CONTEXTS.mlflow is None:
+        CONTEXTS.mlflow = MlflowContext()
+    return CONTEXTS.mlflow
+
+
+def current_record():
+    """The innermost traced module call of this task or thread (None outside one)."""
+    return CURRENT.get()
+
+
+def enter(record) -> None:
+    """Make ``record`` the current call (its tokens are kept on it for ``leave``).
+
+    Both contexts or neither: if attaching to MLflow's context fails, ours is reset
+    before the error propagates."""
+    token = CURRENT.set(record)
+    if not record.trace.sampled:
+        record.tokens = (token, None)
+        return
+    try:
+        otel_token = CONTEXTS.mlflow.attach(ObsSpan(record))
+    except BaseException:
+        CURRENT.reset(token)
+        raise
+    record.tokens = (token, otel_token)
+
+
+def leave(record) -> None:
+    """Undo ``enter``: MLflow's context first, then ours (both, even if one fails)."""
+    tokens, record.tokens = record.tokens, None
+    if tokens is None:
+        return
+    token, otel_token = tokens
+    try:
+        if otel_token is not None:
+            CONTEXTS.mlflow.detach(otel_token)
+    finally:
+        CURRENT.reset(token)
+
+
+def attach_no_span():
+    """Hide our span from MLflow while a call runs that another tool traces (Synalinks'
+    own Monitor hook); returns the token for ``detach``, or None."""
+    context = CONTEXTS.mlflow
+    if context is None:
+        return None
+    from opentelemetry.trace import INVALID_SPAN
+
+    return context, context.attach(INVALID_SPAN)
+
+
+def detach(handle) -> None:
+    if handle is not None:
+        context, token = handle
+        context.detach(token)
+
+
+# -- training runs in progress -------------------------------------------------------------
+
+def push_run_destination(destination) -> None:
+    RUNTIME.active_runs.append(destination)
+
+
+def pop_run_destination(destination) -> None:
+    try:
+        RUNTIME.active_runs.remove(destination)
+    except ValueError:
+        pass
+
+
+def run_destination_fallback():
+    """The destination of the most recently started active run, if any (any thread)."""
+    runs = RUNTIME.active_runs
+    return runs[-1] if runs else None

@@ -1,0 +1,187 @@
+"""One module call -> one ``CallRecord``: ids, parent, attributes, clock, cost.
+
+The calling-thread half of the span path, kept cheap on purpose: a call becomes a
+``CallRecord`` (plain slots, references to the payloads, nanosecond clock readings) that
+``begin`` opens and ``finish`` closes; the exporter thread turns finished records into
+MLflow spans (``export.wire``). The parent comes from ``tracing.context``. Ids come from a
+private random generator, reseeded in forked children.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import NamedTuple
+
+from synalinks_obs.tracing.capture import capture_args, capture_kwargs, capture_value
+from synalinks_obs.tracing.context import CONTEXTS, CURRENT, ObsSpan
+from synalinks_obs.tracing.span_types import span_type_for
+
+
+class Destination(NamedTuple):
+    """Where a trace is written: tracking URI (None: MLflow's default) and experiment."""
+
+    tracking_uri: str | None
+    experiment_name: str
+    # Set when the trace belongs to an MLflow experiment known by id (a user's MLflow
+    # trace we joined): it wins over the name.
+    experiment_id: str | None = None
+    # Set while a training/evaluation run is active (synalinks_obs.training): the
+    # exporter gives the trace MLflow's source-run metadata, linking it to that run.
+    run_id: str | None = None
+
+
+
+class _Ids:
+    """Random ids from a private generator: ``import synalinks`` seeds ``random``, so the
+    module-level generator would give two processes the same trace ids."""
+
+    def __init__(self):
+        self.rng = random.Random(os.urandom(32))
+
+    def reseed(self):
+        self.rng = random.Random(os.urandom(32))
+
+
+IDS = _Ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=IDS.reseed)
+
+
+class TraceRecord:
+    """State shared by the calls of one trace."""
+
+    __slots__ = (
+        "otel_trace_id", "trace_id", "destination", "sampled", "registered", "foreign", "tracer",
+    )
+
+    def __init__(self, otel_trace_id, destination, sampled, tracer, foreign=False, trace_id=None):
+        self.otel_trace_id = otel_trace_id
+        self.trace_id = trace_id or f"tr-{otel_trace_id:032x}"
+        self.destination = destination
+        self.sampled = sampled
+        self.tracer = tracer  # the Tracer that ends the trace's records
+        self.registered = False
+        self.foreign = foreign
+
+
+class CallRecord:
+    """One module call; becomes one MLflow span on the exporter thread."""
+
+    __slots__ = (
+        "trace", "span_id", "parent_span_id", "parent", "call_id", "parent_call_id",
+        "module_class", "module_name", "description", "span_type", "symbolic",
+        "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error", "cost", "usage",
+        "model", "module_id", "tokens", "usage_getter", "usage_before",
+    )
+
+    def __init__(self, trace):
+        self.trace = trace
+        self.parent = None
+        self.cost = 0.0
+        self.error = None
+        self.usage = None
+        self.model = None
+        self.outputs = None
+        self.end_ns = None
+        self.tokens = None
+        self.usage_getter = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.module_class}:{self.module_name}" if self.module_name else self.module_class
+
+
+def _text_attribute(obj, name: str) -> str:
+    """``obj.<name>`` as a plain ``str`` (never a subclass with surprises); ``""`` if it
+    is missing, None or raises."""
+    try:
+        value = getattr(obj, name)
+        return value if type(value) is str else _plain_text(value)
+    except Exception:
+        return ""
+
+
+def _plain_text(value) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    return "" if value is None else str(value)
+
+
+def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
+    """Open the record of a call (no I/O). The caller enters it with ``enter``.
+
+    ``destination`` (a module's ``synalinks_obs.hooks.Monitor``): the call starts a trace
+    there unless its trace already goes there; it keeps its parent (call id, cost).
+    """
+    parent = CURRENT.get()
+    otel_parent = CONTEXTS.mlflow.current_span()
+    parent_span_id = None
+    if isinstance(otel_parent, ObsSpan):
+        parent = otel_parent.record
+        trace = parent.trace
+        parent_span_id = parent.span_id
+    else:
+        # (None from a span MLflow could not start, e.g. a no-op span)
+        parent_ctx = otel_parent.get_span_context() if otel_parent is not None else None
+        valid = parent_ctx is not None and parent_ctx.is_valid
+        if valid and parent is not None and parent.trace.otel_trace_id == parent_ctx.trace_id:
+            # A user's MLflow span opened inside one of our calls.
+            trace = parent.trace
+            parent_span_id = parent_ctx.span_id
+        elif valid and (joined := tracer.join_foreign_trace(parent_ctx)) is not None:
+            # Our call runs inside a user's @mlflow.trace / mlflow.start_span.
+            trace = joined
+            parent = None
+            parent_span_id = parent_ctx.span_id
+        elif parent is not None:
+            trace = parent.trace
+            parent_span_id = parent.span_id
+        else:
+            trace = tracer.new_trace(args, destination)
+    if destination is not None and trace.destination != destination:
+        # A monitored module inside a trace going elsewhere: its own trace, as a root.
+        trace = tracer.new_trace(args, destination)
+        parent_span_id = None
+    record = CallRecord(trace)
+    record.parent = parent
+    record.parent_span_id = parent_span_id
+    rng = IDS.rng
+    record.span_id = rng.getrandbits(64) or 1
+    record.call_id = rng.getrandbits(128)
+    record.parent_call_id = parent.call_id if parent is not None else None
+    cls = type(module)
+    record.module_id = id(module)
+    record.module_class = cls.__name__
+    record.span_type = span_type_for(cls)
+    record.module_name = _text_attribute(module, "name")
+    record.description = _text_attribute(module, "description")
+    if trace.sampled and tracer.capture_payloads:
+        record.inputs, record.symbolic = capture_args(args)
+        record.kwargs = capture_kwargs(kwargs) if kwargs else None
+    else:
+        record.inputs = record.kwargs = None
+        record.symbolic = capture_args(args)[1] if trace.sampled else False
+    if record.span_type == "CHAT_MODEL":
+        record.model = _text_attribute(module, "model")
+    record.start_ns = time.time_ns()
+    return record
+
+
+def finish(record: CallRecord, outputs=None, error: BaseException | None = None, usage=None, capture=True):
+    """Close the record: end time, outputs or error, LM usage, cost roll-up."""
+    record.end_ns = time.time_ns()
+    record.error = error
+    if usage is not None:
+        record.usage = usage
+        cost = usage.get("cost")
+        if isinstance(cost, (int, float)):
+            record.cost += float(cost)
+    if error is None and outputs is not None and capture:
+        record.outputs = capture_value(outputs)[0]
+    parent = record.parent
+    if parent is not None and record.cost:
+        parent.cost += record.cost

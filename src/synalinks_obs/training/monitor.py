@@ -1,0 +1,494 @@
+"""Training runs in MLflow: ``synalinks_obs.callbacks.Monitor`` and the autolog of ``fit()``.
+
+``Monitor`` is a Synalinks callback. Passed to ``program.fit(callbacks=[monitor])`` it
+opens one MLflow run per ``fit()`` and logs:
+
+- **params**: the fit arguments Synalinks hands to callbacks (``epochs``, ``batch_size``,
+  ``optimizer``, ``validation_split``, dataset sizes...), and the program's
+  ``program_name``, ``program_class``, ``num_modules``, ``num_trainable_variables``,
+  ``reward`` and ``metrics``;
+- **metrics**: every training and validation metric of an epoch (``reward``,
+  ``val_reward``...) at ``step=epoch``, with ``epoch_duration_s`` (and ``epoch_cost`` /
+  ``epoch_tokens`` when the program's language models report usage); with
+  ``log_batch_metrics=True`` also ``train_batch_*`` / ``val_batch_*`` with their own step
+  counters; ``fit_duration_s`` at the end;
+- **artifacts**: ``program_plots/<program>.svg`` and ``.txt`` at the start of training
+  (module names and types, input/output schemas, trainable flag; no system binary needed)
+  plus ``<program>.png`` when Graphviz and pydot are installed; at the end
+  ``model/state_tree.json`` (the program's variables, restorable with ``restore_state``)
+  and ``model/model_info.json`` (name, description, number of trainable variables...);
+- **tags**: yours, plus ``synalinks.program``, ``synalinks.run_type`` and the usual
+  ``mlflow.source.*`` / ``mlflow.user``.
+
+The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted. A
+standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
+
+While a run is active, the traces of module calls made during ``fit()`` go to the run's
+experiment and carry MLflow's source-run metadata (``mlflow.search_traces(run_id=...)``
+finds them), including calls made from callback threads; traces of program building
+(symbolic calls) stay in the tracing experiment.
+
+While tracing is on, ``training.autolog`` adds a ``Monitor()`` with the defaults to a
+``fit()`` that has none. ``SYNALINKS_OBS_AUTOLOG_TRAINING=0`` turns that off.
+
+Nothing here ever breaks training: a store that is down or refuses artifacts gives one
+warning (naming the missing ``--serve-artifacts`` flag in the seed's PermissionError
+case) and training goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import tempfile
+import threading
+import time
+from urllib.parse import urlparse
+
+from synalinks_obs import reporting, uris
+from synalinks_obs.compat import synalinks as synalinks_compat
+from synalinks_obs.runtime import RUNTIME
+from synalinks_obs.store import health
+from synalinks_obs.store.experiments import resolve_experiment
+from synalinks_obs.tracing import context
+from synalinks_obs.tracing.records import Destination
+from synalinks_obs.training import autolog
+from synalinks_obs.training.plot import render_png, render_svg, render_text
+from synalinks_obs.training.program import (
+    describe_program,
+    lm_usage,
+    program_description,
+    program_name,
+    program_params,
+    synalinks_version,
+)
+from synalinks_obs.training.state import model_info, program_state
+
+__all__ = ["Monitor"]
+
+PLOTS_DIR = "program_plots"
+_MAX_PARAM_CHARS = 6000
+_LOCK = threading.Lock()  # step counters (batch callbacks may run on executor threads)
+_log = reporting.logger(__name__)
+Callback = synalinks_compat.callback_class()
+
+
+class _Run:
+    """The MLflow run a Monitor is logging to (one fit() or one evaluate())."""
+
+    def __init__(self, client, run, tracking_uri, experiment_name, kind):
+        self.client = client
+        self.run_id = run.info.run_id
+        self.experiment_id = run.info.experiment_id
+        self.artifact_uri = run.info.artifact_uri
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.kind = kind
+        self.destination = None
+        self.token = None
+        self.t0 = time.perf_counter()
+        self.artifacts_failed = False
+        self.broken = False  # the store failed a call: nothing more is sent for this run
+        self.last_step = 0
+
+
+class Monitor(Callback):
+    """Log a ``fit()`` (or a standalone ``evaluate()``) to an MLflow run.
+
+    Args:
+        experiment_name (str): MLflow experiment of the run (default: the program's name).
+        run_name (str): MLflow run name (default: ``<program>-train-<date>-<time>``, or
+            ``-evaluate-`` for an evaluation run).
+        tracking_uri (str): tracking store (default: the store tracing writes to when it
+            is on, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``).
+        log_batch_metrics (bool): also log metrics per batch (default False).
+        log_epoch_metrics (bool): log metrics per epoch, ``step=epoch`` (default True).
+        log_program_plot (bool): log the program plot under ``program_plots/`` at the start
+            of training (default True).
+        log_program_model (bool): log ``model/state_tree.json`` and
+            ``model/model_info.json`` at the end of training (default True).
+        tags (dict): extra run tags (default ``{}``).
+    """
+
+    # Our batch handlers are thread-safe: Synalinks may dispatch them on its executor.
+    async_safe = True
+
+    def __init__(
+        self,
+        experiment_name=None,
+        run_name=None,
+        tracking_uri=None,
+        log_batch_metrics=False,
+        log_epoch_metrics=True,
+        log_program_plot=True,
+        log_program_model=True,
+        tags=None,
+    ):
+        super().__init__()
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.tracking_uri = tracking_uri
+        self.log_batch_metrics = bool(log_batch_metrics)
+        self.log_epoch_metrics = bool(log_epoch_metrics)
+        self.log_program_plot = bool(log_program_plot)
+        self.log_program_model = bool(log_program_model)
+        self.tags = dict(tags or {})
+        self.autolog = False  # True for the Monitor autolog adds
+        self.run_id = None  # id of the last run this Monitor opened
+        self._run: _Run | None = None
+        self._in_training = False
+        self._steps = {"train": 0, "val": 0, "test": 0}
+        self._epoch_t0 = None
+        self._epoch_usage = None
+        self._fit_usage = None
+        self._warned: set[str] = set()
+        _ensure_fit_wrapper()  # so a failing or interrupted fit() ends the run FAILED
+
+    # -- fit() ------------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._end_open_run("FAILED")  # a run left open by an earlier, broken fit()
+        self._in_training = True
+        self._steps = {"train": 0, "val": 0, "test": 0}
+        if not self._start_run("train"):
+            return
+        self._store("params", self._log_params)
+        self._fit_usage = self._guard("usage", lm_usage, self.program)
+        if self.log_program_plot:
+            self._guard("program plot", self._log_program_plot)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_t0 = time.perf_counter()
+        self._epoch_usage = self._guard("usage", lm_usage, self.program)
+
+    def on_epoch_end(self, epoch, logs=None):
+        run = self._run
+        if run is None or not self.log_epoch_metrics:
+            return
+        metrics = _numeric(logs)
+        if self._epoch_t0 is not None:
+            metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
+        metrics.update(self._usage_delta("epoch", self._epoch_usage))
+        run.last_step = epoch
+        self._store("metrics", self._log_metrics, metrics, epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._log_batch("train", logs)
+
+    def on_train_end(self, logs=None):
+        run = self._run
+        self._in_training = False
+        if run is None:
+            return
+        if self.log_epoch_metrics:
+            metrics = {"fit_duration_s": time.perf_counter() - run.t0}
+            metrics.update(self._usage_delta("fit", self._fit_usage))
+            self._store("metrics", self._log_metrics, metrics, run.last_step)
+        if self.log_program_model:
+            self._guard("program model", self._log_program_model)
+        self._end_run("FINISHED")
+
+    # -- evaluate() -------------------------------------------------------------------
+    def on_test_begin(self, logs=None):
+        if self._in_training:
+            return  # validation inside fit(): its metrics come with the epoch's, as val_*
+        self._end_open_run("FAILED")
+        self._steps = {"train": 0, "val": 0, "test": 0}
+        if self._start_run("evaluate"):
+            self._store("params", self._log_params)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._log_batch("val" if self._in_training else "test", logs)
+
+    def on_test_end(self, logs=None):
+        run = self._run
+        if self._in_training or run is None:
+            return
+        metrics = _numeric(logs)
+        metrics["eval_duration_s"] = time.perf_counter() - run.t0
+        self._store("metrics", self._log_metrics, metrics, 0)
+        self._end_run("FINISHED")
+
+    # -- failure (called by the fit()/evaluate() wrapper) -----------------------------
+    def _abort(self, error: BaseException) -> None:
+        """End the open run FAILED: ``fit()`` raised or was interrupted."""
+        self._in_training = False
+        run = self._run
+        if run is None:
+            return
+        message = reporting.first_line(error)
+        self._store(
+            "tags",
+            run.client.set_tag,
+            run.run_id,
+            "synalinks.error",
+            f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__,
+        )
+        self._end_run("FAILED")
+
+    # -- the run ----------------------------------------------------------------------
+    def _start_run(self, kind: str) -> bool:
+        self.run_id = None
+        try:
+            self._run = self._create_run(kind)
+        except Exception as exc:
+            self._run = None
+            self._warn(
+                "start",
+                f"synalinks-obs: cannot start the MLflow run for {kind} "
+                f"({type(exc).__name__}: {reporting.first_line(exc)}); training goes on unlogged",
+            )
+            return False
+        self.run_id = self._run.run_id
+        self._activate_traces(self._run)
+        return True
+
+    def _create_run(self, kind: str) -> _Run:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        program = self.program
+        name = program_name(program)
+        tracer = RUNTIME.tracer
+        if self.tracking_uri or tracer is None:
+            tracking_uri = uris.resolve(self.tracking_uri).uri
+        else:  # the store tracing writes to
+            tracking_uri = tracer.destination.tracking_uri
+        if uris.is_http(tracking_uri):
+            health.probe(tracking_uri)  # fail fast: MLflow's own client retries for minutes
+        experiment_name = self.experiment_name or name
+        experiment_id = resolve_experiment(tracking_uri, experiment_name)
+        run_name = self.run_name or f"{name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tags = {
+            "synalinks.program": name,
+            "synalinks.program_class": type(program).__name__ if program is not None else "",
+            "synalinks.run_type": kind,
+            "synalinks_obs.autolog": str(self.autolog).lower(),
+        }
+        version = synalinks_version()
+        if version:
+            tags["synalinks.version"] = version
+        description = program_description(program)
+        if description:
+            tags["synalinks.program_description"] = description[:5000]
+        tags.update({str(k): str(v) for k, v in self.tags.items()})
+        active = mlflow.active_run()
+        if active is not None and active.info.experiment_id == experiment_id and (
+            uris.same_store(mlflow.get_tracking_uri(), tracking_uri)
+        ):
+            tags.setdefault(MLFLOW_PARENT_RUN_ID, active.info.run_id)
+        client = MlflowClient(tracking_uri)
+        run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags))
+        return _Run(client, run, tracking_uri, experiment_name, kind)
+
+    def _activate_traces(self, run: _Run) -> None:
+        """Send the traces of calls made from now on to the run (this task, then any thread)."""
+        run.destination = Destination(
+            run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id
+        )
+        run.token = context.DESTINATION_OVERRIDE.set(run.destination)
+        context.push_run_destination(run.destination)
+
+    def _deactivate_traces(self, run: _Run) -> None:
+        if run.destination is None:
+            return
+        context.pop_run_destination(run.destination)
+        if run.token is not None:
+            try:
+                context.DESTINATION_OVERRIDE.reset(run.token)
+            except ValueError:  # ended from another context than the one it started in
+                if context.DESTINATION_OVERRIDE.get() == run.destination:
+                    context.DESTINATION_OVERRIDE.set(None)
+        run.token = None
+
+    def _end_run(self, status: str) -> None:
+        run, self._run = self._run, None
+        if run is None:
+            return
+        self._deactivate_traces(run)
+        self._flush_traces()
+        self._store("the end", run.client.set_terminated, run.run_id, status, run=run)
+
+    def _end_open_run(self, status: str) -> None:
+        if self._run is not None:
+            self._end_run(status)
+
+    @staticmethod
+    def _flush_traces() -> None:
+        """Write the run's traces before the run is reported finished (bounded)."""
+        tracer = RUNTIME.tracer
+        if tracer is not None:
+            try:
+                tracer.exporter.flush(min(tracer.settings.flush_timeout, 5.0))
+            except Exception:
+                pass
+
+    # -- what is logged ---------------------------------------------------------------
+    def _log_params(self) -> None:
+        from mlflow.entities import Param
+
+        params = {}
+        for key, value in (self.params or {}).items():
+            if value is None or isinstance(value, (str, bool, numbers.Number)):
+                params[str(key)] = value
+        params.update(program_params(self.program))
+        batch = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+        if batch:
+            self._run.client.log_batch(self._run.run_id, params=batch)
+
+    def _log_metrics(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        run = self._run
+        if run is None or not metrics:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+        run.client.log_batch(run.run_id, metrics=batch)
+
+    def _log_batch(self, phase: str, logs) -> None:
+        if not self.log_batch_metrics or self._run is None:
+            return
+        with _LOCK:
+            step = self._steps[phase]
+            self._steps[phase] = step + 1
+        metrics = {f"{phase}_batch_{key}": value for key, value in _numeric(logs).items()}
+        self._store("metrics", self._log_metrics, metrics, step)
+
+    def _usage_delta(self, prefix: str, before) -> dict:
+        after = self._guard("usage", lm_usage, self.program)
+        if not before or not after:
+            return {}
+        return {
+            f"{prefix}_cost": after["cost"] - before["cost"],
+            f"{prefix}_tokens": after["tokens"] - before["tokens"],
+        }
+
+    def _log_program_plot(self) -> None:
+        program = self.program
+        if program is None:
+            return
+        name = _file_name(program_name(program))
+        description = describe_program(program)
+        with tempfile.TemporaryDirectory(prefix="synalinks-obs-plot-") as folder:
+            _write(os.path.join(folder, f"{name}.txt"), render_text(description))
+            _write(os.path.join(folder, f"{name}.svg"), render_svg(description))
+            self._guard("png plot", render_png, program, folder, f"{name}.png")
+            self._upload(folder, PLOTS_DIR)
+
+    def _log_program_model(self) -> None:
+        program = self.program
+        if program is None:
+            return
+        state = program_state(program)
+        info = model_info(program, self._run.run_id if self._run else None)
+        with tempfile.TemporaryDirectory(prefix="synalinks-obs-model-") as folder:
+            _write(os.path.join(folder, "state_tree.json"), _dumps(state))
+            _write(os.path.join(folder, "model_info.json"), _dumps(info))
+            self._upload(folder, "model")
+
+    def _upload(self, folder: str, artifact_path: str) -> bool:
+        run = self._run
+        if run is None or run.artifacts_failed:
+            return False
+        try:
+            run.client.log_artifacts(run.run_id, folder, artifact_path)
+            return True
+        except Exception as exc:
+            run.artifacts_failed = True  # one warning per run; later uploads are skipped
+            self._warn("artifacts", _artifact_failure_message(run, exc), once=False)
+            return False
+
+    # -- never break training ---------------------------------------------------------
+    def _store(self, what: str, function, *args, run: "_Run | None" = None):
+        """A call to the tracking store for the run. MLflow's client already retried: a
+        failure means the store is gone, so the rest of the run is not sent."""
+        run = run or self._run
+        if run is None or run.broken:
+            return None
+        try:
+            return function(*args)
+        except Exception as exc:
+            run.broken = True
+            self._warn(
+                "store",
+                f"synalinks-obs: the tracking store at {run.tracking_uri} failed while "
+                f"logging {what} of run {run.run_id} ({type(exc).__name__}: "
+                f"{reporting.first_line(exc)}); the rest of this run is not logged, training goes on",
+            )
+            return None
+
+    def _guard(self, what: str, function, *args):
+        try:
+            return function(*args)
+        except Exception as exc:
+            self._warn(
+                what,
+                f"synalinks-obs: training Monitor could not log {what} "
+                f"({type(exc).__name__}: {reporting.first_line(exc)}); training goes on",
+            )
+            return None
+
+    def _warn(self, key: str, message: str, once: bool = True) -> None:
+        if once and key in self._warned:
+            return
+        self._warned.add(key)
+        _log.warning(message)
+
+
+def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
+    error = f"{type(exc).__name__}: {reporting.first_line(exc)}"
+    remote = urlparse(run.tracking_uri or "").scheme in ("http", "https")
+    artifact_scheme = urlparse(run.artifact_uri or "").scheme
+    if remote and artifact_scheme in ("", "file"):
+        return (
+            f"synalinks-obs: cannot upload the artifacts of run {run.run_id} ({error}). "
+            f"The MLflow server at {run.tracking_uri} gave this run the artifact location "
+            f"{run.artifact_uri!r}, a path on the server's disk, because it does not proxy "
+            "artifacts: restart it with `--serve-artifacts --default-artifact-root "
+            "mlflow-artifacts:/ --artifacts-destination DIR`. Training goes on; this run "
+            "gets no artifacts."
+        )
+    return (
+        f"synalinks-obs: cannot upload the artifacts of run {run.run_id} to "
+        f"{run.artifact_uri} ({error}); training goes on, this run gets no artifacts"
+    )
+
+
+def _numeric(logs) -> dict:
+    out = {}
+    for key, value in (logs or {}).items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Number):
+            continue
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _file_name(name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return safe or "program"
+
+
+def _ensure_fit_wrapper() -> None:
+    """The fit()/evaluate() wrapper ends a failed run FAILED, tracing or not (never raises)."""
+    try:
+        autolog.install(RUNTIME.patches)
+    except Exception as exc:
+        reporting.internal_error("installing the fit() wrapper", exc)
+
+
+autolog.register_monitor_class(Monitor)
