@@ -36,8 +36,10 @@ import nginx  # noqa: E402
 import old_mlflow  # noqa: E402
 import otlp  # noqa: E402
 import tls  # noqa: E402
-from support_base import ServiceUnavailable  # noqa: E402
-from support_base import skip_or_fail  # noqa: E402
+from support_base import (
+    ServiceUnavailable,  # noqa: E402
+    skip_or_fail,  # noqa: E402
+)
 
 ARTIFACT_MB = 8  # well above nginx's default 1 MB request-body limit
 TOKEN = "test-token-42"

@@ -38,11 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from support_base import ServiceUnavailable
-from support_base import free_port
-from support_base import start_process
-from support_base import stop_process_group
-from support_base import tail
+from support_base import ServiceUnavailable, free_port, start_process, stop_process_group, tail
 
 START_TIMEOUT = float(os.environ.get("TEST_MLFLOW_SERVER_TIMEOUT", "240"))
 REQUIRE_AUTH_ENV = "TEST_REQUIRE_MLFLOW_AUTH"

@@ -31,11 +31,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from support_base import ServiceUnavailable
-from support_base import free_port
-from support_base import start_process
-from support_base import stop_process_group
-from support_base import tail
+from support_base import ServiceUnavailable, free_port, start_process, stop_process_group, tail
 
 REQUIRE_ENV = "TEST_REQUIRE_NGINX"
 START_TIMEOUT = float(os.environ.get("TEST_NGINX_TIMEOUT", "60"))

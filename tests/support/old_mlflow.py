@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 
 from mlflow_servers import MlflowServer
-from support_base import ServiceUnavailable
-from support_base import tail
+from support_base import ServiceUnavailable, tail
 
 DEFAULT_VERSION = "3.4.0"
 # Extra pins an old version needs with today's packages.

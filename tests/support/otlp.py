@@ -24,10 +24,8 @@ import gzip
 import threading
 import time
 import zlib
-from dataclasses import dataclass
-from dataclasses import field
-from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from support_base import ServiceUnavailable
 
@@ -124,8 +122,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
-        )
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceResponse,
         )
 
@@ -203,8 +199,7 @@ class OtlpReceiver:
         from concurrent import futures
 
         import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
         receiver = self
 
