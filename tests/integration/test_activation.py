@@ -595,22 +595,3 @@ def test_parse_args(argv, options, target):
     parsed_options, parsed_target = parse_args(argv)
     assert {k: v for k, v in parsed_options.items() if v is not None} == options
     assert parsed_target == target
-
-
-@pytest.mark.parametrize(
-    "uri, expected",
-    [
-        ("sqlite:///x.db", "sqlite:////cwd/x.db"),
-        ("sqlite:///x.db?timeout=5", "sqlite:////cwd/x.db?timeout=5"),
-        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
-        ("sqlite:///:memory:", "sqlite:///:memory:"),
-        ("mlruns", "file:///cwd/mlruns"),
-        ("file:///data/mlruns", "file:///data/mlruns"),
-        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-        ("databricks", "databricks"),
-    ],
-)
-def test_tracking_uri_made_absolute_for_children(uri, expected):
-    from synalinks_obs.uris import absolute
-
-    assert absolute(uri, "/cwd") == expected

@@ -24,11 +24,11 @@ def installed(distribution: str) -> str | None:
 
 
 def parse(text: str | None) -> tuple[int, int] | None:
-    try:
-        major, minor = (int("".join(ch for ch in part if ch.isdigit()) or "x") for part in text.split(".")[:2])
-    except (AttributeError, ValueError):
-        return None
-    return major, minor
+    """``(major, minor)`` of a version string (``"0.10.14"`` -> ``(0, 10)``), or None."""
+    import re
+
+    found = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def describe(distribution: str) -> str:
