@@ -89,7 +89,7 @@ def test_doctor_text_output_one_line_per_check_and_unreachable_server(tmp_path, 
     names = [line[7:].split(":", 1)[0] for line in body]
     assert names == ["tracing", "modules built early", "synalinks", "mlflow", "start-up hook",
                      "settings", "tracking store", "server health", "trace write",
-                     "artifact proxy", "compatibility"]
+                     "artifact proxy", "compatibility", "patches"]
     health = next(line for line in body if " server health:" in line)
     assert health.startswith("[FAIL]") and "-> fix: start the server" in health
     assert f"http://127.0.0.1:{port} (from --tracking-uri)" in body[6]

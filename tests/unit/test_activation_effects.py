@@ -116,3 +116,19 @@ def test_one_resolver_for_every_component(given, tmp_path, monkeypatch):
         synalinks_obs.uninstrument()
     assert store_checks.resolve_target(given).tracking_uri == expected
     assert uris.resolve(given).uri == expected  # what the tracer and training Monitor use
+
+
+def test_the_doctor_lists_what_is_patched(sqlite_uri):
+    import synalinks  # noqa: F401
+
+    import synalinks_obs
+    from synalinks_obs.cli import checks
+
+    synalinks_obs.uninstrument()
+    assert checks.check_patches().detail.startswith("nothing patched in this process")
+    synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name="patched")
+    try:
+        detail = checks.check_patches().detail
+        assert "module calls (" in detail and "synalinks API (" in detail and "mlflow (" in detail
+    finally:
+        synalinks_obs.uninstrument()

@@ -165,3 +165,18 @@ def check_fallbacks() -> Check:
     detail = "; ".join(f"{name} missing: {effect}" for name, effect in used.items())
     return Check("compatibility", False, detail,
                  "use the tested versions (README, Compatibility) or report the new release")
+
+
+def check_patches() -> Check:
+    """What synalinks-obs has patched in this process (``RUNTIME.patches``), by group."""
+    from collections import Counter
+
+    from synalinks_obs.runtime import RUNTIME
+
+    lines = RUNTIME.patches.describe()
+    if not lines:
+        return Check("patches", True, "nothing patched in this process (an app patches Synalinks "
+                     "when it imports it; python -m synalinks_obs doctor --json lists them there)")
+    groups = Counter(line.split(":", 1)[0] for line in lines)
+    return Check("patches", True, f"{len(lines)} attributes patched in this process: "
+                 + ", ".join(f"{group} ({count})" for group, count in groups.items()))

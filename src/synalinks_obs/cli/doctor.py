@@ -10,9 +10,10 @@ One line per check, with the fix when it fails; exit status 0 only when every ch
 passes (1 otherwise, 2 for bad arguments). Checks: tracing (on, or what the app's start
 would do; ``--require-tracing`` makes "off" a failure), modules built before activation
 (a real call, traced in memory), Synalinks and MLflow versions, the ``.pth`` start-up
-hook, the ``SYNALINKS_OBS_*`` settings, compatibility fallbacks in use, the resolved
-store and experiment, server health (with the identity used), a span written with the
-exporter's own call and read back, the artifact proxy.
+hook, the ``SYNALINKS_OBS_*`` settings, the resolved store and experiment, server health
+(with the identity used), a span written with the exporter's own call and read back, the
+artifact proxy, compatibility fallbacks in use, and what is patched in this process
+(``--json`` lists every patched attribute).
 
 Side effects: the experiment is created when missing (as the first trace would); scratch
 objects are deleted. A local sqlite store that does not exist is not created. MLflow's
@@ -82,6 +83,7 @@ def run_checks(tracking_uri=None, experiment_name=None, timeout: float = 10.0,
         ]
         found += _store_checks(store_checks.resolve_target(tracking_uri, experiment_name), timeout)
         found.append(checks.check_fallbacks())
+        found.append(checks.check_patches())
     return found
 
 
@@ -165,6 +167,7 @@ def main(argv=None) -> int:
             "tracking_uri": shown_uri,
             "experiment_name": target.experiment_name,
             "checks": [asdict(check) for check in found],
+            "patches": RUNTIME.patches.describe(),
         }, indent=2))
     else:
         print(f"synalinks-obs doctor: {shown_uri}, experiment '{target.experiment_name}'")
