@@ -8,7 +8,7 @@ Workloads (each configuration runs in a fresh interpreter, one after the other):
   (a) a program of 10 trivial custom modules (11 module calls per program call, no LM):
       the worst case for a tracer, nothing to hide its cost behind;
   (b) a QA program (Input -> Generator) whose LM answers after ~20 ms: an offline
-      OpenAI-compatible server on 127.0.0.1 (tests/fake_llm.py), priced by litellm.
+      OpenAI-compatible server on 127.0.0.1 (examples/_offline_lm.py), priced by litellm.
 
 Row "untraced, other core kept busy" (workload a) is a control of the machine, not of
 tracing: the same untraced loop while another process spins on the second core. On
@@ -47,7 +47,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+# As pytest's pythonpath (pyproject): conftest (MlflowServer) and the offline LM server.
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "support"), str(ROOT / "examples")]
 
 APP = textwrap.dedent(
     r'''
@@ -366,12 +367,12 @@ def main(argv=None):
     app = workdir / "app.py"
     app.write_text(APP)
 
-    from fake_llm import FakeLLM
+    from _offline_lm import OfflineServer
 
     if args.only == "startup":
         print("start-up\n" + startup_benchmark(workdir), flush=True)
         return
-    llm = FakeLLM().start()
+    llm = OfflineServer().start()
     llm.inject_latency(0.02)
     server = None
     if args.server and args.only in (None, "a"):

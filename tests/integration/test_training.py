@@ -2,7 +2,7 @@
 
 Every test runs a real ``fit()`` (or ``evaluate()``) with an optimizer on a small
 question-answering program whose language model is the fake OpenAI-compatible server of
-``tests/fake_llm.py``, writes to a real SQLite store (or a real ``mlflow server``), and
+``tests/support/fake_llm.py``, writes to a real SQLite store (or a real ``mlflow server``), and
 asserts on what landed, read back through MLflow's client API: run params, metric
 histories with their steps, artifact paths and JSON contents, run status and tags, and
 the traces' experiment and source-run link.

@@ -166,7 +166,7 @@ def test_tool_call_then_final_answer(fake_llm):
     message = body["choices"][0]["message"]
     assert status == 200
     assert "tool_calls" not in message
-    assert message["content"] == "Final answer after 1 tool result(s)."
+    assert message["content"] == "Done, after 1 tool result(s)."
 
 
 def test_tool_choice_none_forces_an_answer(fake_llm):
