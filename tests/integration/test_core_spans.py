@@ -159,8 +159,8 @@ def test_qa_program_tree_types_attributes_and_cost(traced, synalinks, lm):
     assert chat[0].attributes["mlflow.llm.cost"]["total_cost"] == pytest.approx(lm_cost)
 
     # Inputs and outputs are the data models' JSON.
-    assert root.inputs["data"][0] == {"question": "What is the capital of France?"}
-    assert root.outputs["data"] == result.get_json()
+    assert root.inputs == {"question": "What is the capital of France?"}
+    assert root.outputs == result.get_json()
     assert trace.info.tags.get("mlflow.traceName") == "Functional:qa"
 
 
@@ -169,14 +169,16 @@ def test_symbolic_calls_are_traced_with_schemas(traced, synalinks, lm):
         await _qa_program(synalinks, lm, name="sym")
 
     asyncio.run(main())
-    traces = traced(real_only=False)
-    symbolic = [t for t in traces if _root(t).attributes["synalinks.is_symbolic"]]
+    assert traced(real_only=False) == []  # program building is kept out of the app's list
+    # ... in the companion experiment "<experiment>-build" (tests/integration/test_trace_listing.py).
+    symbolic = load_traces(traced.uri, traced.experiment + "-build")
+    assert all(_root(t).attributes["synalinks.is_symbolic"] for t in symbolic)
     names = sorted(_root(t).name for t in symbolic)
     assert "Generator:gen" in names, names
     gen = next(_root(t) for t in symbolic if _root(t).name == "Generator:gen")
     assert gen.span_type == "LLM"
-    assert gen.inputs["data"][0]["properties"]["question"]["type"] == "string"
-    assert gen.outputs["data"]["properties"]["answer"]["type"] == "string"
+    assert gen.inputs["properties"]["question"]["type"] == "string"
+    assert gen.outputs["properties"]["answer"]["type"] == "string"
 
 
 def test_exception_event_status_and_unchanged_propagation(traced, synalinks):
@@ -247,7 +249,7 @@ def test_sequential_siblings_parallel_branches_and_gather(traced, synalinks):
         for span in trace.data.spans:
             if span is not root:
                 assert _children(trace, span) == [], f"steps must not nest:\n{render(trace)}"
-        questions.add(root.inputs["data"][0]["question"])
+        questions.add(root.inputs["question"])
         assert {s.attributes["synalinks.parent_call_id"] for s in kids} == {
             root.attributes["synalinks.call_id"]
         }
@@ -367,7 +369,7 @@ def test_user_mlflow_spans_nest_both_ways(traced, synalinks):
 
     direct = [
         t for t in traces
-        if _root(t).name == "Functional:nested" and _root(t).inputs["data"][0]["question"] == "direct"
+        if _root(t).name == "Functional:nested" and _root(t).inputs["question"] == "direct"
     ]
     assert len(direct) == 1
     trace = direct[0]
@@ -471,7 +473,7 @@ def test_disable_stops_and_uninstrument_restores(sqlite_uri, synalinks):
     asyncio.run(program(Question(question="off")))
     traces = load_traces(sqlite_uri, "onoff")
     real = [t for t in traces if not _root(t).attributes["synalinks.is_symbolic"]]
-    assert [_root(t).inputs["data"][0]["question"] for t in real] == ["on"]
+    assert [_root(t).inputs["question"] for t in real] == ["on"]
 
     wrapped = Module.__call__
     assert getattr(wrapped, "__wrapped__", None) is not None
