@@ -54,6 +54,7 @@ def traced(sqlite_uri, request, monkeypatch):
         return traces
 
     read.uri, read.experiment = sqlite_uri, experiment
+    read.flush = lambda: synalinks_obs.flush(30)
     yield read
     synalinks_obs.flush(30)
     synalinks_obs.disable()
@@ -168,9 +169,13 @@ def test_symbolic_calls_are_traced_with_schemas(traced, synalinks, lm):
     async def main():
         await _qa_program(synalinks, lm, name="sym")
 
+    import mlflow
+
     asyncio.run(main())
-    assert traced(real_only=False) == []  # program building is kept out of the app's list
-    # ... in the companion experiment "<experiment>-build" (tests/integration/test_trace_listing.py).
+    assert traced.flush()
+    # Program building is kept out of the app's experiment (not even created), in its
+    # companion "<experiment>-build" (see also tests/integration/test_trace_listing.py).
+    assert mlflow.MlflowClient(traced.uri).get_experiment_by_name(traced.experiment) is None
     symbolic = load_traces(traced.uri, traced.experiment + "-build")
     assert all(_root(t).attributes["synalinks.is_symbolic"] for t in symbolic)
     names = sorted(_root(t).name for t in symbolic)
@@ -404,7 +409,11 @@ def test_user_traces_follow_the_apps_own_experiment_choice(traced, synalinks):
     own = load_traces(traced.uri, "apps_own_choice")
     assert len(own) == 1, [render(t) for t in own]
     assert sorted(s.name for s in own[0].data.spans) == ["Functional:own", "Step:echo", "user_outer"]
-    assert not [t for t in traced() if _root(t).name == "user_outer"]
+    # Nothing in the tracing experiment (not even created): its only trace, program
+    # building, went to the "-build" companion.
+    assert mlflow.MlflowClient(traced.uri).get_experiment_by_name(traced.experiment) is None
+    built = load_traces(traced.uri, traced.experiment + "-build")
+    assert [_root(t).name for t in built] == ["Step:echo"]
 
 
 def test_override_of_call_is_one_span(traced, synalinks):
