@@ -31,13 +31,9 @@ class Destination(NamedTuple):
     # exporter gives the trace MLflow's source-run metadata, linking it to that run.
     run_id: str | None = None
     # The kind of the (non-symbolic) traces started here, a trace tag: "call", or for a
-    # training run's destination "training" / "evaluation" (see ``TRACE_KINDS``).
+    # training run's destination "training" / "evaluation" (see ``TraceRecord.kind``).
     trace_kind: str = "call"
 
-
-# What a trace is, tagged ``synalinks.trace_kind`` on it: an app's call, program building
-# (symbolic calls), calls made during fit(), or during a standalone evaluate().
-TRACE_KINDS = ("call", "build", "training", "evaluation")
 
 
 class _Ids:
@@ -74,7 +70,9 @@ class TraceRecord:
         # The destination it was started for (a Monitor's, a run's, the tracer's): the
         # same, except for program building sent to the ``-build`` companion experiment.
         self.origin = origin or destination
-        self.kind = kind  # one of TRACE_KINDS
+        # Tagged synalinks.trace_kind: "call" (the app's call), "build" (program building:
+        # symbolic calls), "training" (during fit()), "evaluation" (standalone evaluate()).
+        self.kind = kind
         self.sampled = sampled
         self.tracer = tracer  # the Tracer that ends the trace's records
         self.registered = False
