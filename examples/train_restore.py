@@ -5,7 +5,7 @@
 The seed's "Combining Tracing with Training" example, with synalinks-obs:
 
 1. tracing is enabled into the experiment ``synalinks_traces``: the symbolic calls that
-   build the program land there;
+   build the program land in its companion ``synalinks_traces-build``;
 2. ``fit()`` runs with an explicit ``synalinks_obs.callbacks.Monitor`` (experiment
    ``training_runs``, run ``experiment_v1``, batch metrics, tags): the run gets the
    metrics and artifacts, and the traces of the calls made during training are linked to
@@ -33,7 +33,7 @@ def variables(program):
 async def main(tracking_uri):
     synalinks_obs.enable(tracking_uri=tracking_uri, experiment_name="synalinks_traces")
 
-    program = await build_program()  # symbolic calls: traced into synalinks_traces
+    program = await build_program()  # symbolic calls: traced into synalinks_traces-build
     compile_program(program)
     monitor = Monitor(
         tracking_uri=tracking_uri,

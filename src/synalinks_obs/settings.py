@@ -21,6 +21,10 @@ from synalinks_obs import reporting
 
 ENV_PREFIX = "SYNALINKS_OBS_"
 DEFAULT_EXPERIMENT = "synalinks_traces"
+# Program-building (symbolic) traces go to "<experiment>-build" unless SYMBOLIC_TRACES says
+# otherwise: "build" (that companion), "inline" (the tracing experiment), "off" (none).
+BUILD_SUFFIX = "-build"
+SYMBOLIC_TRACES = ("build", "inline", "off")
 DEFAULT_REDACT_KEYS = ("api_key", "apikey", "authorization", "password", "secret", "token")
 
 # Settings read from a variable that does not follow the SYNALINKS_OBS_ prefix.
@@ -64,6 +68,12 @@ class Settings(BaseSettings):
     )
     sample_rate: float = Field(
         default=1.0, ge=0.0, le=1.0, description="Fraction of top-level calls traced (whole trees)."
+    )
+    symbolic_traces: str = Field(
+        default="build",
+        description="Where program-building (symbolic) traces go: build (the experiment "
+        "named after the tracing one with a '-build' suffix), inline (the tracing "
+        "experiment), off (not recorded).",
     )
     autolog_training: bool = Field(
         default=True, description="Log fit()/evaluate() to MLflow when tracing is on."
@@ -119,6 +129,14 @@ class Settings(BaseSettings):
     def redact_key_fragments(self) -> tuple[str, ...]:
         """The lower-cased key fragments to redact."""
         return tuple(k.strip().lower() for k in self.redact_keys.split(",") if k.strip())
+
+    @field_validator("symbolic_traces")
+    @classmethod
+    def _known_symbolic_mode(cls, value: str) -> str:
+        mode = value.strip().lower()
+        if mode not in SYMBOLIC_TRACES:
+            raise ValueError(f"use one of {', '.join(SYMBOLIC_TRACES)}")
+        return mode
 
     @field_validator("log_level")
     @classmethod

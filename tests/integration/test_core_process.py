@@ -102,7 +102,7 @@ def test_enable_before_import_two_processes_and_exit_flush(tmp_path):
         else:
             assert names == ["Functional:proc", "Step:one", "Step:two"], render(trace)
         program_span = next(s for s in trace.data.spans if s.name == "Functional:proc")
-        questions.add(program_span.inputs["data"][0]["question"])
+        questions.add(program_span.inputs["question"])
     expected = {f"{tag}-{i}" for tag in "ab" for i in range(20)} | {"a-handler", "b-handler"}
     assert questions == expected, f"missing {sorted(expected - questions)}"
     assert len(real) == 42 and len({t.info.trace_id for t in real}) == 42

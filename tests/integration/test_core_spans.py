@@ -54,6 +54,7 @@ def traced(sqlite_uri, request, monkeypatch):
         return traces
 
     read.uri, read.experiment = sqlite_uri, experiment
+    read.flush = lambda: synalinks_obs.flush(30)
     yield read
     synalinks_obs.flush(30)
     synalinks_obs.disable()
@@ -159,8 +160,8 @@ def test_qa_program_tree_types_attributes_and_cost(traced, synalinks, lm):
     assert chat[0].attributes["mlflow.llm.cost"]["total_cost"] == pytest.approx(lm_cost)
 
     # Inputs and outputs are the data models' JSON.
-    assert root.inputs["data"][0] == {"question": "What is the capital of France?"}
-    assert root.outputs["data"] == result.get_json()
+    assert root.inputs == {"question": "What is the capital of France?"}
+    assert root.outputs == result.get_json()
     assert trace.info.tags.get("mlflow.traceName") == "Functional:qa"
 
 
@@ -168,15 +169,21 @@ def test_symbolic_calls_are_traced_with_schemas(traced, synalinks, lm):
     async def main():
         await _qa_program(synalinks, lm, name="sym")
 
+    import mlflow
+
     asyncio.run(main())
-    traces = traced(real_only=False)
-    symbolic = [t for t in traces if _root(t).attributes["synalinks.is_symbolic"]]
+    assert traced.flush()
+    # Program building is kept out of the app's experiment (not even created), in its
+    # companion "<experiment>-build" (see also tests/integration/test_trace_listing.py).
+    assert mlflow.MlflowClient(traced.uri).get_experiment_by_name(traced.experiment) is None
+    symbolic = load_traces(traced.uri, traced.experiment + "-build")
+    assert all(_root(t).attributes["synalinks.is_symbolic"] for t in symbolic)
     names = sorted(_root(t).name for t in symbolic)
     assert "Generator:gen" in names, names
     gen = next(_root(t) for t in symbolic if _root(t).name == "Generator:gen")
     assert gen.span_type == "LLM"
-    assert gen.inputs["data"][0]["properties"]["question"]["type"] == "string"
-    assert gen.outputs["data"]["properties"]["answer"]["type"] == "string"
+    assert gen.inputs["properties"]["question"]["type"] == "string"
+    assert gen.outputs["properties"]["answer"]["type"] == "string"
 
 
 def test_exception_event_status_and_unchanged_propagation(traced, synalinks):
@@ -247,7 +254,7 @@ def test_sequential_siblings_parallel_branches_and_gather(traced, synalinks):
         for span in trace.data.spans:
             if span is not root:
                 assert _children(trace, span) == [], f"steps must not nest:\n{render(trace)}"
-        questions.add(root.inputs["data"][0]["question"])
+        questions.add(root.inputs["question"])
         assert {s.attributes["synalinks.parent_call_id"] for s in kids} == {
             root.attributes["synalinks.call_id"]
         }
@@ -367,7 +374,7 @@ def test_user_mlflow_spans_nest_both_ways(traced, synalinks):
 
     direct = [
         t for t in traces
-        if _root(t).name == "Functional:nested" and _root(t).inputs["data"][0]["question"] == "direct"
+        if _root(t).name == "Functional:nested" and _root(t).inputs["question"] == "direct"
     ]
     assert len(direct) == 1
     trace = direct[0]
@@ -402,7 +409,11 @@ def test_user_traces_follow_the_apps_own_experiment_choice(traced, synalinks):
     own = load_traces(traced.uri, "apps_own_choice")
     assert len(own) == 1, [render(t) for t in own]
     assert sorted(s.name for s in own[0].data.spans) == ["Functional:own", "Step:echo", "user_outer"]
-    assert not [t for t in traced() if _root(t).name == "user_outer"]
+    # Nothing in the tracing experiment (not even created): its only trace, program
+    # building, went to the "-build" companion.
+    assert mlflow.MlflowClient(traced.uri).get_experiment_by_name(traced.experiment) is None
+    built = load_traces(traced.uri, traced.experiment + "-build")
+    assert [_root(t).name for t in built] == ["Step:echo"]
 
 
 def test_override_of_call_is_one_span(traced, synalinks):
@@ -471,7 +482,7 @@ def test_disable_stops_and_uninstrument_restores(sqlite_uri, synalinks):
     asyncio.run(program(Question(question="off")))
     traces = load_traces(sqlite_uri, "onoff")
     real = [t for t in traces if not _root(t).attributes["synalinks.is_symbolic"]]
-    assert [_root(t).inputs["data"][0]["question"] for t in real] == ["on"]
+    assert [_root(t).inputs["question"] for t in real] == ["on"]
 
     wrapped = Module.__call__
     assert getattr(wrapped, "__wrapped__", None) is not None

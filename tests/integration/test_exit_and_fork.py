@@ -56,7 +56,7 @@ def test_spans_finished_after_main_returns_are_written(tmp_path):
     assert "main returns" in out.stdout
     assert "synalinks-obs" not in out.stderr, out.stderr[-3000:]  # nothing dropped
     questions = sorted(
-        t.data.spans[0].inputs["data"][0]["question"] for t in load_traces(uri, "late")
+        t.data.spans[0].inputs["question"] for t in load_traces(uri, "late")
         if not t.data.spans[0].attributes["synalinks.is_symbolic"]
     )
     assert questions == ["main", "pool", "thread"]
@@ -116,4 +116,4 @@ def test_fork_never_waits_long_for_our_thread(tmp_path):
     assert waited < FORK_PARK_TIMEOUT + scheduling_allowance, out.stdout
     # The parent's span is still written (the slow write finishes after the fork).
     (trace,) = [t for t in load_traces(uri, "fork") if not t.data.spans[0].attributes["synalinks.is_symbolic"]]
-    assert trace.data.spans[0].inputs["data"][0]["question"] == "before"
+    assert trace.data.spans[0].inputs["question"] == "before"

@@ -356,11 +356,13 @@ def test_our_errors_are_contained_and_logged_once(obs, sl, monkeypatch, caplog, 
     odd_span = root(odd_traces[0])
     assert odd_span.name == "Odd:odd"
     assert odd_span.attributes["synalinks.module_description"] == ""
-    kwargs = odd_span.inputs["kwargs"]
-    assert kwargs["thing"] == "<_NoRepr>"
-    assert kwargs["meta"]["name"] == "mixed" and kwargs["meta"]["obj"] == "<_NoRepr>"
-    assert kwargs["meta"]["set"] == "{1, 2}" and kwargs["meta"]["bytes"] == "b'\\x00'"
-    assert odd_span.outputs["data"] == {"question": "b"}
+    # Keyword arguments sit beside the positional data model (under "inputs").
+    inputs = odd_span.inputs
+    assert inputs["inputs"] == {"question": "b"}
+    assert inputs["thing"] == "<_NoRepr>"
+    assert inputs["meta"]["name"] == "mixed" and inputs["meta"]["obj"] == "<_NoRepr>"
+    assert inputs["meta"]["set"] == "{1, 2}" and inputs["meta"]["bytes"] == "b'\\x00'"
+    assert odd_span.outputs == {"question": "b"}
 
 
 def _raiser(message):
@@ -499,16 +501,19 @@ def test_payload_limit_redaction_and_capture_switch(obs, sl, monkeypatch):
     small = [t for t in traces if "small" in json.dumps(root(t).inputs)]
     direct = next(root(t) for t in small if root(t).name == "Step:direct")
     assert direct.inputs == {
-        "data": [{"question": "small", "api_key": "[REDACTED]", "notes": ""}],
-        "kwargs": {"authorization": "[REDACTED]", "password": "[REDACTED]", "max_tokens": 7},
+        "inputs": {"question": "small", "api_key": "[REDACTED]", "notes": ""},
+        "authorization": "[REDACTED]", "password": "[REDACTED]", "max_tokens": 7,
     }
-    assert direct.outputs["data"]["api_key"] == "[REDACTED]"
+    assert direct.outputs["api_key"] == "[REDACTED]"
     big = [root(t) for t in traces if "big" in json.dumps(root(t).inputs)]
-    assert len(big) == 2
+    assert sorted(recorded.name for recorded in big) == ["Functional:p", "Step:direct"]
     for recorded in big:
         assert isinstance(recorded.inputs, str)  # too long: a string with the marker
         assert len(recorded.inputs) <= 400 + 40
-        assert recorded.inputs.startswith('{"data":[{"question":"big","api_key":"[REDACTED]"')
+        start = '{"question":"big","api_key":"[REDACTED]"'
+        if recorded.name == "Step:direct":  # keyword arguments: the data under "inputs"
+            start = '{"inputs":' + start
+        assert recorded.inputs.startswith(start)
         assert recorded.inputs.endswith(" chars]") and "...[truncated " in recorded.inputs
 
     # Configurable keys (here from the variable), then capture off.
@@ -521,7 +526,7 @@ def test_payload_limit_redaction_and_capture_switch(obs, sl, monkeypatch):
     asyncio.run(step(Secretive(question="none", api_key="none")))
     traces = obs.traces()
     last_two = sorted((root(t) for t in traces), key=lambda s: s.start_time_ns)[-2:]
-    assert last_two[0].inputs["data"][0] == {
+    assert last_two[0].inputs == {
         "question": "[REDACTED]", "api_key": "visible", "notes": ""
     }
     assert last_two[1].inputs is None and last_two[1].outputs is None
@@ -570,9 +575,9 @@ def test_thousand_gathered_calls_and_eight_threads(obs, sl):
         assert top.name == "Functional:conc" and len(trace.data.spans) == 3
         kids = children(trace, top)
         assert [k.name for k in kids] == ["Step:a", "Step:b"]
-        question = top.inputs["data"][0]["question"]
+        question = top.inputs["question"]
         for kid in kids:  # each child saw its own call's data, not a neighbour's
-            assert kid.inputs["data"][0]["question"] == question
+            assert kid.inputs["question"] == question
             assert kid.attributes["synalinks.parent_call_id"] == top.attributes["synalinks.call_id"]
             assert children(trace, kid) == []
         seen.add(question)
@@ -611,7 +616,7 @@ def _wires(count, trace_id=0x1234):
         Wire(
             trace_id, f"tr-{trace_id:032x}", i + 1, None if i == 0 else 1, f"Step:s{i}", now,
             now + 1000, "CHAIN", i + 1, None if i == 0 else 1, "Step", f"s{i}", "", False, 0.0,
-            None, None, '{"data": []}', '{"data": null}', None, None, i == 0, False,
+            None, None, '[]', 'null', None, None, i == 0, False,
         )
         for i in range(count)
     ]

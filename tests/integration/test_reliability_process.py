@@ -452,7 +452,7 @@ def real_traces(uri, experiment):
 def questions(traces):
     from test_reliability import root
 
-    return sorted(root(t).inputs["data"][0]["question"] for t in traces)
+    return sorted(root(t).inputs["question"] for t in traces)
 
 
 def assert_complete(traces):

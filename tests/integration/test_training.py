@@ -163,7 +163,7 @@ class TestMonitorRun:
         )
 
         async def main():
-            program = await build_program(sl, lm)  # symbolic calls: the tracing experiment
+            program = await build_program(sl, lm)  # symbolic calls: the tracing side
             initial = trainable_state(program)
             compile_program(sl, program)
             monitor = Monitor(
@@ -272,17 +272,25 @@ class TestMonitorRun:
         assert len(training) >= 12
         assert {t.info.trace_metadata.get(SOURCE_RUN) for t in training} == {run_id}
         assert all(not t.data.spans[0].attributes.get("synalinks.is_symbolic") for t in training)
+        # Tags for the Traces list's search box: the program and the kind of trace.
+        assert {t.info.tags.get("synalinks.trace_kind") for t in training} == {"training"}
+        assert {t.info.tags.get("synalinks.program") for t in training} == {"qa_program"}
         found = linked_traces(uri, "training_runs", run_id)
         assert {t.info.trace_id for t in found} == {t.info.trace_id for t in training}
         for trace in training:  # the re-sent trace info kept what the spans said
             assert trace.info.state.value == "OK"
             assert trace.info.execution_duration is not None
 
-    def test_program_building_stays_in_the_tracing_experiment(self, trained):
-        building = load_traces(trained.uri, TRACES)
+    def test_program_building_stays_on_the_tracing_side(self, trained):
+        """In the tracing experiment's "-build" companion, not linked to the run."""
+        # Only program building was traced outside fit(): the tracing experiment itself
+        # was never needed (so never created).
+        assert client(trained.uri).get_experiment_by_name(TRACES) is None
+        building = load_traces(trained.uri, TRACES + "-build")
         assert building, "the symbolic calls of program building"
         for trace in building:
             assert SOURCE_RUN not in trace.info.trace_metadata
+            assert trace.info.tags.get("synalinks.trace_kind") == "build"
             assert all(s.attributes.get("synalinks.is_symbolic") for s in trace.data.spans)
 
     def test_learned_state_restores_into_a_fresh_program(self, trained):
@@ -355,6 +363,8 @@ def test_autolog_of_a_standalone_evaluate(obs, sl, lm, sqlite_uri):
     traces = load_traces(sqlite_uri, "eval_program")
     assert len(traces) == 3
     assert {t.info.trace_metadata.get(SOURCE_RUN) for t in traces} == {run.info.run_id}
+    assert {t.info.tags.get("synalinks.trace_kind") for t in traces} == {"evaluation"}
+    assert {t.info.tags.get("synalinks.program") for t in traces} == {"eval_program"}
 
 
 def test_autolog_off_by_environment(obs, sl, lm, sqlite_uri, monkeypatch):
@@ -545,7 +555,7 @@ def test_calls_from_callback_threads_join_the_run(obs, sl, lm, sqlite_uri):
     training = load_traces(sqlite_uri, "threaded_runs")
     [side_trace] = named(training, "Generator:side_generator")
     assert side_trace.info.trace_metadata[SOURCE_RUN] == run_id
-    building = load_traces(sqlite_uri, TRACES)
+    building = load_traces(sqlite_uri, TRACES + "-build")
     [built] = named(building, "Generator:side_builder")
     assert SOURCE_RUN not in built.info.trace_metadata
     assert not named(training, "Generator:side_builder")

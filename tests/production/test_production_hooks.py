@@ -132,9 +132,14 @@ def test_monitor_alongside_global_tracing_no_duplicates(synalinks, lm, sqlite_ur
         assert parent.attributes["synalinks.cost"] == pytest.approx(root.attributes["synalinks.cost"])
         assert root.attributes["synalinks.cost"] > 0
     assert not programs
-    # Program building: the symbolic Generator call went to the monitor's experiment only.
+    # Program building: the symbolic Generator call went to the monitor's side only, into
+    # its experiment's "-build" companion.
     symbolic_global = [s.name for t in load_traces(sqlite_uri, "global") for s in t.data.spans]
     assert "Generator:gen" not in symbolic_global
+    ids = {t.info.trace_id for t in monitored}
+    assert {t.info.trace_id for t in load_traces(sqlite_uri, "monitored")} == ids
+    built = [_root(t).name for t in load_traces(sqlite_uri, "monitored-build")]
+    assert built == ["Generator:gen"], built
 
 
 def test_monitor_same_destination_stays_in_one_trace(synalinks, lm, sqlite_uri, no_global_tracing):

@@ -109,6 +109,9 @@ def test_traces_last_and_missing_experiment(recorded, capsys):
     assert "Outer:outer" in out and "Functional:qa" not in out  # the most recent one
     assert traces_view.main(["--tracking-uri", recorded, "--experiment", "nope"]) == 1
     assert "No experiment 'nope'" in capsys.readouterr().err
-    # --symbolic also shows the program-building trace of the Generator.
+    # --symbolic also shows the program-building trace of the Generator, read from the
+    # experiment's "-build" companion where it was written.
     assert traces_view.main(["--tracking-uri", recorded, "--experiment", "view", "--symbolic"]) == 0
-    assert "symbolic" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"3 traces in experiments 'view' and 'view-build' at {recorded}"), out
+    assert re.search(r"^└── Generator:gen  LLM  .*  symbolic  OK$", out, re.MULTILINE), out

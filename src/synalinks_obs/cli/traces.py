@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from synalinks_obs.settings import DEFAULT_EXPERIMENT
+from synalinks_obs.settings import BUILD_SUFFIX, DEFAULT_EXPERIMENT
 
 
 def _parser():
@@ -54,7 +54,8 @@ def _parser():
     parser.add_argument(
         "--symbolic",
         action="store_true",
-        help="also show traces made only of symbolic (program-building) calls",
+        help="also show the program-building (symbolic) traces, including those of the "
+        f"experiment's '{BUILD_SUFFIX}' companion",
     )
     return parser
 
@@ -179,17 +180,24 @@ def _is_symbolic_only(trace):
 
 
 def load(tracking_uri, experiment_name, last, since_ms=None, symbolic=False):
-    """The ``last`` most recent traces (oldest first), with their spans."""
+    """The ``last`` most recent traces (oldest first), with their spans.
+
+    ``symbolic``: also the program-building traces, from the experiment and from its
+    ``-build`` companion (``SYNALINKS_OBS_SYMBOLIC_TRACES``). None when none of the
+    experiments to read exists.
+    """
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
+    names = [experiment_name] + ([experiment_name + BUILD_SUFFIX] if symbolic else [])
+    experiments = [client.get_experiment_by_name(name) for name in names]
+    locations = [e.experiment_id for e in experiments if e is not None]
+    if not locations:
         return None
     found, token = [], None
     while True:
         page = client.search_traces(
-            locations=[experiment.experiment_id],
+            locations=locations,
             max_results=100,
             order_by=["timestamp_ms DESC"],
             page_token=token,
@@ -242,9 +250,14 @@ def main(argv=None):
         print(f"No experiment {experiment_name!r} in {shown_uri}.", file=sys.stderr)
         return 1
     noun = "trace" if len(traces) == 1 else "traces"
-    kind = noun if args.symbolic else f"{noun} of real (non-symbolic) calls"
+    if args.symbolic:
+        where = f"experiments {experiment_name!r} and {experiment_name + BUILD_SUFFIX!r}"
+        kind = noun
+    else:
+        where = f"experiment {experiment_name!r}"
+        kind = f"{noun} of real (non-symbolic) calls"
     console = _console()
-    console.print(f"{len(traces)} {kind} in experiment {experiment_name!r} at {shown_uri}", markup=False)
+    console.print(f"{len(traces)} {kind} in {where} at {shown_uri}", markup=False)
     for trace in traces:
         console.print()
         console.print(build_tree(trace))

@@ -1,7 +1,8 @@
 """A finished ``CallRecord`` -> a ``Wire``: the plain, picklable form of one span.
 
 ``record_to_wire`` runs on the exporter thread: payloads are serialised, redacted and
-truncated here (``export.payloads``), LM spans get OpenAI-style ``messages``/``choices``,
+truncated here (``export.payloads``) in the shape of ``export.span_io`` (the call's own
+data; LM spans get OpenAI-style ``messages``/``choices``),
 an exception becomes ``(type name, message, stack)``. A ``Wire`` holds only strings,
 numbers and tuples, so it crosses to the exporter process as a pickle, where
 ``store.mlflow_spans`` builds the MLflow span from it.
@@ -9,10 +10,10 @@ numbers and tuples, so it crosses to the exporter process as a pickle, where
 
 from __future__ import annotations
 
-import json
 import traceback
 from typing import NamedTuple
 
+from synalinks_obs.export import span_io
 from synalinks_obs.export.payloads import materialize, to_json
 from synalinks_obs.redaction import redactor_for
 
@@ -43,6 +44,7 @@ class Wire(NamedTuple):
     lm_error: str | None  # an LM call that reported failure without raising
     trace_root: bool  # the root of a trace of ours (not of a joined MLflow trace)
     foreign: bool  # part of a user's MLflow trace we joined
+    trace_kind: str = "call"  # call / build / training / evaluation (a tag of the root)
 
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cost")
@@ -60,37 +62,21 @@ def _plain_usage(usage):
     return plain, (str(error) if error else None)
 
 
-def _chat_messages(inputs):
-    if not inputs:
-        return None
-    first = inputs[0]
-    messages = first.get("messages") if isinstance(first, dict) else None
-    return messages if isinstance(messages, list) else None
-
-
 def _payloads(record, settings, redactor, lm_error):
     """The JSON text of a record's inputs and outputs (None when not captured)."""
     if not settings.capture_payloads:
         return None, None
     max_chars = settings.max_payload_chars
-    inputs = {"data": record.inputs}
-    if record.kwargs:
-        inputs["kwargs"] = record.kwargs
-    outputs = None if record.error is not None else {"data": record.outputs}
+    inputs = span_io.call_inputs(record.inputs, record.kwargs)
+    outputs = None if record.error is not None else record.outputs
     if record.span_type == "CHAT_MODEL" and not record.symbolic:
-        messages = _chat_messages(materialize(record.inputs, redactor))
+        messages = span_io.chat_messages(materialize(record.inputs, redactor))
         if messages is not None:
-            inputs = {"messages": messages, **inputs}
-        if outputs is not None and record.outputs is not None and not lm_error:
-            content = materialize(record.outputs, redactor)
-            message = (
-                content
-                if isinstance(content, dict) and "role" in content
-                else {"role": "assistant", "content": json.dumps(content, default=str)}
-            )
-            outputs = {"choices": [{"index": 0, "message": message}], **outputs}
+            inputs = span_io.chat_request(messages, record.kwargs)
+        if record.error is None and record.outputs is not None and not lm_error:
+            outputs = span_io.chat_response(materialize(record.outputs, redactor))
     inputs_json = to_json(inputs, max_chars, redactor)
-    outputs_json = to_json(outputs, max_chars, redactor) if outputs is not None else None
+    outputs_json = to_json(outputs, max_chars, redactor) if record.error is None else None
     return inputs_json, outputs_json
 
 
@@ -140,4 +126,5 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
         lm_error,
         record.parent_span_id is None and not trace.foreign,
         bool(trace.foreign),
+        trace.kind,
     )

@@ -57,7 +57,7 @@ def _start(module, args, kwargs):
         parent = context.CURRENT.get()
         if parent is not None and (
             not parent.trace.sampled or (parent.module_id == id(module) and parent.end_ns is None)
-        ) and (destination is None or destination == parent.trace.destination):
+        ) and (destination is None or destination == parent.trace.origin):
             # Inside an unsampled trace, or the super().__call__ of a traced override
             # (unless a monitored module starts its own trace here).
             return None

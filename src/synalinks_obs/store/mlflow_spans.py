@@ -3,8 +3,11 @@
 ``wire_to_span`` builds the immutable ``mlflow.entities.Span`` (an OpenTelemetry
 ``ReadableSpan`` underneath) with the nine ``synalinks.*`` attributes, MLflow's span
 type, inputs/outputs, chat attributes (model, token usage, cost) on LM spans, and an
-``exception`` event with status ERROR on failure. ``root_trace_info_of`` gives the
-finished ``TraceInfo`` of a trace's root, linked to a training run.
+``exception`` event with status ERROR on failure. A trace's root also carries its trace
+tags as MLflow's ``mlflow.traceTag.<key>`` attributes, which MLflow's store turns into
+tags when it logs the spans: the name, ``synalinks.program`` and ``synalinks.trace_kind``.
+``root_trace_info_of`` gives the finished ``TraceInfo`` of a trace's root, linked to a
+training run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ from __future__ import annotations
 import json
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+# Trace tags on every trace of ours, for the search box of MLflow's Traces list
+# (tags.`synalinks.trace_kind` = 'call'): the program (its root module's name) and the
+# kind of trace (call, build, training, evaluation).
+PROGRAM_TAG = "synalinks.program"
+KIND_TAG = "synalinks.trace_kind"
+_TRACE_TAG_ATTRIBUTE = "mlflow.traceTag."  # MLflow's store turns these into trace tags
 _RESOURCE = None
 
 
@@ -82,7 +91,8 @@ def wire_to_span(wire):
         if isinstance(usage.get("cost"), (int, float)):
             attributes["mlflow.llm.cost"] = dumps({"total_cost": float(usage["cost"])})
     if wire.trace_root:
-        attributes["mlflow.traceTag.mlflow.traceName"] = dumps(wire.name)
+        for key, value in trace_tags_of(wire).items():
+            attributes[_TRACE_TAG_ATTRIBUTE + key] = dumps(value)
     events = []
     status = Status(StatusCode.OK)
     if error is not None or lm_error:
@@ -110,12 +120,21 @@ def wire_to_span(wire):
     return Span(otel_span)
 
 
+def trace_tags_of(wire) -> dict:
+    """The tags of the trace a root span tuple starts: its name, program and kind."""
+    return {
+        "mlflow.traceName": wire.name,
+        PROGRAM_TAG: wire.module_name or wire.module,
+        KIND_TAG: wire.trace_kind,
+    }
+
+
 def root_trace_info_of(wire, experiment_id, run_id):
     """The finished ``TraceInfo`` of a root span tuple, with ``mlflow.sourceRun``."""
     from mlflow.entities.trace_info import TraceInfo
     from mlflow.entities.trace_location import TraceLocation
     from mlflow.entities.trace_state import TraceState
-    from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
+    from mlflow.tracing.constant import TraceMetadataKey
 
     failed = wire.error is not None or bool(wire.lm_error)
     return TraceInfo(
@@ -125,5 +144,5 @@ def root_trace_info_of(wire, experiment_id, run_id):
         execution_duration=(wire.end_ns - wire.start_ns) // 1_000_000,
         state=TraceState.ERROR if failed else TraceState.OK,
         trace_metadata={TraceMetadataKey.SOURCE_RUN: run_id},
-        tags={TraceTagKey.TRACE_NAME: wire.name},
+        tags=trace_tags_of(wire),
     )

@@ -30,6 +30,9 @@ class Destination(NamedTuple):
     # Set while a training/evaluation run is active (synalinks_obs.training): the
     # exporter gives the trace MLflow's source-run metadata, linking it to that run.
     run_id: str | None = None
+    # The kind of the (non-symbolic) traces started here, a trace tag: "call", or for a
+    # training run's destination "training" / "evaluation" (see ``TraceRecord.kind``).
+    trace_kind: str = "call"
 
 
 
@@ -53,13 +56,23 @@ class TraceRecord:
     """State shared by the calls of one trace."""
 
     __slots__ = (
-        "otel_trace_id", "trace_id", "destination", "sampled", "registered", "foreign", "tracer",
+        "otel_trace_id", "trace_id", "destination", "origin", "kind", "sampled", "registered",
+        "foreign", "tracer",
     )
 
-    def __init__(self, otel_trace_id, destination, sampled, tracer, foreign=False, trace_id=None):
+    def __init__(
+        self, otel_trace_id, destination, sampled, tracer, foreign=False, trace_id=None,
+        kind="call", origin=None,
+    ):
         self.otel_trace_id = otel_trace_id
         self.trace_id = trace_id or f"tr-{otel_trace_id:032x}"
-        self.destination = destination
+        self.destination = destination  # where it is written
+        # The destination it was started for (a Monitor's, a run's, the tracer's): the
+        # same, except for program building sent to the ``-build`` companion experiment.
+        self.origin = origin or destination
+        # Tagged synalinks.trace_kind: "call" (the app's call), "build" (program building:
+        # symbolic calls), "training" (during fit()), "evaluation" (standalone evaluate()).
+        self.kind = kind
         self.sampled = sampled
         self.tracer = tracer  # the Tracer that ends the trace's records
         self.registered = False
@@ -142,7 +155,7 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
             parent_span_id = parent.span_id
         else:
             trace = tracer.new_trace(args, destination)
-    if destination is not None and trace.destination != destination:
+    if destination is not None and trace.origin != destination:
         # A monitored module inside a trace going elsewhere: its own trace, as a root.
         trace = tracer.new_trace(args, destination)
         parent_span_id = None

@@ -91,7 +91,7 @@ def route(module, tracer):
         hook = RUNTIME.hook_tracer
         if tracer is None and hook is not None:
             parent = context.current_record()
-            if parent is not None and parent.trace.destination in RUNTIME.monitored:
+            if parent is not None and parent.trace.origin in RUNTIME.monitored:
                 return hook, None
         return tracer, None
     except Exception as exc:  # the call goes on as without the monitor

@@ -1,8 +1,9 @@
 """The tracer a traced call talks to: destinations, sampling, joined traces, hand-over.
 
 ``Tracer`` decides where a new trace goes (its destination, or a per-context override
-such as a training run), samples whole traces, joins a user's MLflow trace when a call
-runs inside one, registers our live traces with MLflow's in-memory trace manager when
+such as a training run; program building to the ``-build`` companion experiment) and
+what kind of trace it is (a trace tag: call, build, training, evaluation), samples whole
+traces, joins a user's MLflow trace when a call runs inside one, registers our live traces with MLflow's in-memory trace manager when
 MLflow asks (so spans a user opens with ``mlflow.start_span`` inside a module call are
 accepted as children of ours), and hands finished records to the exporter.
 """
@@ -15,9 +16,18 @@ from synalinks_obs import reporting
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
+from synalinks_obs.settings import BUILD_SUFFIX
 from synalinks_obs.tracing import context
 from synalinks_obs.tracing.capture import is_symbolic_call
 from synalinks_obs.tracing.records import IDS, Destination, TraceRecord, finish
+
+
+def build_destination(destination: Destination) -> Destination:
+    """The companion of a destination that receives its program-building traces:
+    same store, experiment ``<name>-build``."""
+    return destination._replace(
+        experiment_name=destination.experiment_name + BUILD_SUFFIX, trace_kind="build"
+    )
 
 
 class Tracer:
@@ -25,6 +35,7 @@ class Tracer:
         self.settings = settings
         self.capture_payloads = settings.capture_payloads
         self.sample_rate = settings.sample_rate
+        self.symbolic_traces = settings.symbolic_traces
         self.destination = Destination(tracking_uri, settings.experiment_name)
         self.exporter = exporter
         self._usage_getters: dict[type, object] = {}
@@ -33,18 +44,32 @@ class Tracer:
 
     # -- traces -----------------------------------------------------------------------
     def new_trace(self, args=(), destination=None) -> TraceRecord:
-        """A new trace; ``destination`` (a Monitor hook's) wins over every other."""
+        """A new trace; ``destination`` (a Monitor hook's) wins over every other.
+
+        Program building (a root call on symbolic data models) is a ``build`` trace: it
+        stays on the tracing side even while a training run is active, and goes to the
+        ``-build`` companion of its experiment, beside it, or nowhere
+        (``settings.symbolic_traces``).
+        """
+        symbolic = bool(args) and is_symbolic_call(args)
         if destination is None:
             destination = context.DESTINATION_OVERRIDE.get() or context.run_destination_fallback()
-            if destination is None:
+            if destination is None or (destination.run_id is not None and symbolic):
                 destination = self.destination
-            elif destination.run_id is not None and args and is_symbolic_call(args):
-                # Program building (symbolic calls) stays in the tracing experiment, even
-                # while a training run is active.
-                destination = self.destination
+        origin = destination
+        kind = destination.trace_kind
         rng = IDS.rng
         sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
-        trace = TraceRecord(rng.getrandbits(128) or 1, destination, sampled, self)
+        if symbolic:
+            kind = "build"
+            mode = self.symbolic_traces
+            if mode == "off":
+                sampled = False
+            elif mode == "build" and destination.experiment_id is None:
+                destination = build_destination(destination)
+        trace = TraceRecord(
+            rng.getrandbits(128) or 1, destination, sampled, self, kind=kind, origin=origin
+        )
         if sampled:
             RUNTIME.live_traces[trace.otel_trace_id] = (trace, self)  # see register_with_mlflow
         return trace

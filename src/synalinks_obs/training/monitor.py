@@ -25,8 +25,9 @@ standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
 
 While a run is active, the traces of module calls made during ``fit()`` go to the run's
 experiment and carry MLflow's source-run metadata (``mlflow.search_traces(run_id=...)``
-finds them), including calls made from callback threads; traces of program building
-(symbolic calls) stay in the tracing experiment.
+finds them), including calls made from callback threads, tagged
+``synalinks.trace_kind=training`` (``evaluation`` for a standalone ``evaluate()``); traces
+of program building (symbolic calls) stay on the tracing side (see ``tracing.tracer``).
 
 While tracing is on, ``training.autolog`` adds a ``Monitor()`` with the defaults to a
 ``fit()`` that has none. ``SYNALINKS_OBS_AUTOLOG_TRAINING=0`` turns that off.
@@ -286,7 +287,8 @@ class Monitor(Callback):
     def _activate_traces(self, run: _Run) -> None:
         """Send the traces of calls made from now on to the run (this task, then any thread)."""
         run.destination = Destination(
-            run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id
+            run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id,
+            trace_kind="training" if run.kind == "train" else "evaluation",
         )
         run.token = context.DESTINATION_OVERRIDE.set(run.destination)
         context.push_run_destination(run.destination)
