@@ -1,47 +1,148 @@
-"""Which stored values are secrets: key fragments, matched as whole words of a key.
+"""What is a secret, and how it is masked in everything synalinks-obs stores or prints.
 
-``Redactor("token")`` matches ``token``, ``access_token``, ``X-Auth-Token`` and
-``authToken`` but not ``max_tokens`` or ``tokenizer``; ``api_key`` matches
-``openai_api_key`` and ``apiKey``. Values under a matching key are stored as
-``[REDACTED]`` (see ``export.payloads``). ``mask_query`` masks secret-looking query
-parameters of a URL for display. Standard library only.
+Four rules, one ``Policy`` (built from the settings by ``policy_for``):
+
+- **Keys.** ``Redactor(fragments)`` matches a key holding any fragment as whole words,
+  separators and case ignored, singular or plural: ``token`` matches ``access_token``,
+  ``X-Auth-Token`` and ``authToken``; ``api_key`` matches ``openai_api_key``, ``apiKey``,
+  ``apikey`` and ``api_keys``; ``credential`` matches ``credentials``. Not ``tokenizer``,
+  ``author`` or ``passage``. A value holding no text (a number, a boolean: ``max_tokens:
+  256``, ``total_tokens``) is never a secret. The same keys are found in text too:
+  ``api_key=...`` in a URL, ``"access_token": "..."`` rendered into a prompt,
+  ``Authorization: Bearer ...`` in a header dump.
+- **Values seen under a secret key** are masked wherever else they appear in the same
+  trace (``Masker.known``): a Generator renders its inputs into the LM prompt.
+- **Patterns**: values that are credentials whatever their key (``sk-...``, ``Bearer ...``,
+  a URL's ``user:password@``, JWTs, cloud and forge tokens, private key blocks),
+  ``DEFAULT_PATTERNS``, configurable; a pattern's ``secret`` group, if any, is the part masked.
+- **The user's function** (``enable(redact=fn)``, ``SYNALINKS_OBS_REDACTOR=pkg.mod:fn``)
+  receives each value about to be stored and returns what to store; when it raises the
+  value is dropped, never stored unmasked, and that is said once.
+
+The values of secret-looking environment variables (``MLFLOW_TRACKING_PASSWORD``,
+``MLFLOW_TRACKING_TOKEN``, ``OPENAI_API_KEY``...) are known secrets everywhere, and
+``scrub`` applies the patterns and those values to every line synalinks-obs prints.
+Standard library only.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 REDACTED = "[REDACTED]"
+DROPPED = "[DROPPED: the redact function failed]"
+MIN_KNOWN_CHARS = 6  # shorter values seen under a secret key are not searched elsewhere
+_MAX_KNOWN = 1_000
 
-_WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
+DEFAULT_KEYS = (
+    "api_key", "access_key", "private_key", "auth", "authorization", "password", "passwd",
+    "passphrase", "secret", "token", "credential", "cookie",
+)
+DEFAULT_PATTERNS = (
+    r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
+    r"\b(?P<secret>sk[-_](?:proj[-_]|ant[-_]|live[-_]|test[-_])?[A-Za-z0-9_-]{16,})",
+    r"(?i)\b[a-z][a-z0-9+.-]*://(?P<secret>[^/\s:@]+:[^/\s@]+)@",
+    r"\b(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})",
+    r"\b(?P<secret>(?:AKIA|ASIA)[0-9A-Z]{16})\b",
+    r"\b(?P<secret>gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",
+    r"\b(?P<secret>xox[abprs]-[A-Za-z0-9-]{10,})",
+    r"\b(?P<secret>AIza[0-9A-Za-z_-]{35})",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+)
+
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_KEY_CHARS = re.compile(r"[A-Za-z0-9_.-]")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_SEPARATOR = re.compile(r"""(\\?["'])?[ \t]*[:=][ \t]*(\\?["'])?""")
+_BARE_VALUE = re.compile(r"""(?i:(?:bearer|basic|token|digest)[ \t]+)?[^\s"'\\&,;}\]<>)]+""")
+_NO, _EXACT, _PLURAL = 0, 1, 2
 
 
-def _normalise_key(key) -> str:
-    """``"X-Api-Key"``, ``"apiKey"``, ``"api key"`` -> ``"_x_api_key_"`` (word-delimited)."""
-    text = _WORD_BOUNDARY.sub(r"\1_\2", str(key)).lower()
-    return "_" + _NON_ALNUM.sub("_", text).strip("_") + "_"
+def _words(key) -> list[str]:
+    """``"X-Api-Keys"``, ``"apiKeys"`` -> ``["x", "api", "keys"]``."""
+    return [w for w in _NON_ALNUM.split(_CAMEL.sub(r"\1 \2", str(key)).lower()) if w]
+
+
+def _has_text(value) -> bool:
+    if isinstance(value, (str, bytes)):
+        return bool(value)
+    if isinstance(value, dict):
+        return any(_has_text(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_text(v) for v in value)
+    return value is not None and not isinstance(value, (int, float, bool))
+
+
+def texts_in(value, out: set, _depth: int = 0) -> None:
+    """Add the strings of a plain value (dict values, list items) to ``out``."""
+    if isinstance(value, str):
+        if len(value) >= MIN_KNOWN_CHARS and len(out) < _MAX_KNOWN and value not in (REDACTED, DROPPED):
+            out.add(value)
+    elif _depth < 20 and isinstance(value, dict):
+        for item in value.values():
+            texts_in(item, out, _depth + 1)
+    elif _depth < 20 and isinstance(value, (list, tuple)):
+        for item in value:
+            texts_in(item, out, _depth + 1)
 
 
 class Redactor:
-    """Decides which keys hold secrets (decisions cached per key)."""
+    """Decides which keys hold secrets (decisions cached per key); see the module."""
 
     def __init__(self, fragments):
-        self.fragments = tuple(_normalise_key(f) for f in fragments if str(f).strip())
+        compact = ("".join(_words(f)) for f in fragments if str(f).strip())
+        self.fragments = tuple(dict.fromkeys(c for c in compact if c))
+        self._set = frozenset(self.fragments)
         self._cache: dict = {}
+        self.text_finder = (
+            re.compile("(?i)" + "|".join(_fragment_regex(f) for f in fragments if _words(f)))
+            if self.fragments else None
+        )
 
-    def is_secret(self, key) -> bool:
+    def _kind(self, key) -> int:
         try:
             return self._cache[key]
         except KeyError:
             pass
         except TypeError:  # unhashable key
-            return False
-        norm = _normalise_key(key)
-        secret = any(fragment in norm for fragment in self.fragments)
+            return _NO
+        words = _words(key)[:16]
+        kind = _NO
+        for i in range(len(words)):
+            run = ""
+            for j in range(i, min(len(words), i + 4)):
+                run += words[j]
+                if run in self._set:
+                    kind = _EXACT
+                    break
+                if run.endswith("s") and (run[:-1] in self._set or run.endswith("es") and run[:-2] in self._set):
+                    kind = _PLURAL
+            if kind == _EXACT:
+                break
         if len(self._cache) < 10_000:
-            self._cache[key] = secret
-        return secret
+            self._cache[key] = kind
+        return kind
+
+    def is_secret(self, key, value=REDACTED) -> bool:
+        """Whether ``key`` names a secret; with ``value``, whether that value is one (a
+        value without text, such as ``max_tokens: 256``, never is)."""
+        return bool(self.fragments) and self._kind(key) != _NO and _has_text(value)
+
+    def kind(self, key) -> int:
+        return self._kind(key) if self.fragments else _NO
+
+    def is_secret_text(self, key, value: str) -> bool:
+        """For ``key=value`` found in text: a number is a count under a plural key
+        (``max_tokens=256``), a secret under a singular one (``pin=1234``)."""
+        kind = self.kind(key)
+        return kind == _EXACT or kind == _PLURAL and not _NUMBER.fullmatch(value)
+
+
+def _fragment_regex(fragment) -> str:
+    return r"[_\-. ]?".join(re.escape(w) for w in _words(fragment))
 
 
 _REDACTORS: dict = {}
@@ -56,14 +157,317 @@ def redactor_for(fragments) -> Redactor:
     return found
 
 
-_DEFAULT_QUERY_SECRETS = ("key", "token", "secret", "password", "passwd", "signature", "auth")
+def compile_patterns(patterns) -> tuple:
+    """Compiled patterns; raises ``re.error`` naming the first bad one."""
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise re.error(f"{pattern!r}: {exc}") from None
+    return tuple(compiled)
+
+
+def _mask_pattern(pattern, text: str) -> str:
+    if "secret" in pattern.groupindex:
+        def replace(match):
+            start, end = match.span("secret")
+            whole = match.group(0)
+            base = match.start()
+            return whole[: start - base] + REDACTED + whole[end - base:]
+        return pattern.sub(replace, text)
+    return pattern.sub(REDACTED, text)
+
+
+def _mask_keys_in_text(redactor: Redactor, text: str) -> str:
+    """``api_key=...``, ``"access_token": "..."``, ``Authorization: Bearer ...`` -> masked."""
+    finder = redactor.text_finder
+    if finder is None:
+        return text
+    parts, last = [], 0
+    for hit in finder.finditer(text):
+        start, end = hit.start(), hit.end()
+        if start < last:
+            continue
+        while start > 0 and _KEY_CHARS.match(text, start - 1):
+            start -= 1
+        while end < len(text) and _KEY_CHARS.match(text, end):
+            end += 1
+        key = text[start:end]
+        if redactor.kind(key) == _NO:
+            continue
+        sep = _SEPARATOR.match(text, end)
+        if sep is None:
+            continue
+        value_start = sep.end()
+        quote = sep.group(2)
+        if quote:
+            close = text.find(quote, value_start)
+            value_end = close if close >= 0 else len(text)
+        else:
+            value = _BARE_VALUE.match(text, value_start)
+            value_end = value.end() if value else value_start
+        value = text[value_start:value_end]
+        if not value or value.startswith(REDACTED) or not redactor.is_secret_text(key, value):
+            continue
+        parts.append(text[last:value_start])
+        parts.append(REDACTED)
+        last = value_end
+    if not parts:
+        return text
+    parts.append(text[last:])
+    return "".join(parts)
+
+
+def _escaped(secret: str) -> str | None:
+    """The JSON-escaped form of a value, when it differs (quotes, backslashes...)."""
+    if '"' in secret or "\\" in secret or any(ord(c) < 32 for c in secret):
+        return json.dumps(secret, ensure_ascii=False)[1:-1]
+    return None
+
+
+def environment_secrets(redactor: Redactor | None = None) -> frozenset:
+    """Values of secret-looking environment variables (``*_TOKEN``, ``*_PASSWORD``...)."""
+    redactor = redactor or redactor_for(DEFAULT_KEYS)
+    found = set()
+    for name, value in os.environ.items():
+        if len(value) >= MIN_KNOWN_CHARS and redactor.kind(name) == _EXACT:
+            found.add(value)
+    return frozenset(found)
+
+
+class Policy:
+    """How to mask what is stored: key fragments, value patterns, the user's function."""
+
+    def __init__(self, fragments=DEFAULT_KEYS, patterns=DEFAULT_PATTERNS, user=None):
+        self.redactor = redactor_for(fragments)
+        self.patterns = compile_patterns(patterns)
+        self.user = user  # redact function (see ``user_function``), or None
+        self.environment = environment_secrets(self.redactor)
+
+    def masker(self, known=()) -> Masker:
+        return Masker(self, known)
+
+    def text(self, text: str, known=()) -> str:
+        """``text`` with known secret values, secret ``key=value`` pairs and pattern
+        matches masked (the user's function is not applied: see ``finish``)."""
+        if not text or not isinstance(text, str):
+            return text
+        secrets = self.environment.union(known) if known else self.environment
+        if secrets:
+            for secret in sorted(secrets, key=len, reverse=True):
+                if secret in text:
+                    text = text.replace(secret, REDACTED)
+                escaped = _escaped(secret)
+                if escaped is not None and escaped in text:
+                    text = text.replace(escaped, REDACTED)
+        text = _mask_keys_in_text(self.redactor, text)
+        if len(text) >= 12:
+            for pattern in self.patterns:
+                text = _mask_pattern(pattern, text)
+        return text
+
+    def finish(self, value):
+        """The user's function applied to a value about to be stored (``DROPPED`` when
+        it raises)."""
+        return self.user(value) if self.user is not None else value
+
+    def value(self, value):
+        """A plain value (JSON data) fully masked: keys, known values, patterns, user."""
+        masker = self.masker()
+        return self.finish(masker.plain(value))
+
+    def param(self, key: str, value: str) -> str:
+        """A run param or tag value, masked (its key may name a secret)."""
+        if self.redactor.is_secret(key, value):
+            return REDACTED
+        masked = self.finish(self.text(value))
+        return masked if isinstance(masked, str) else str(masked)
+
+
+class Masker:
+    """One record's masking: the policy plus the secret values known in its trace; the
+    values met under secret keys while masking are collected in ``found``."""
+
+    __slots__ = ("policy", "redactor", "known", "found")
+
+    def __init__(self, policy: Policy, known=()):
+        self.policy = policy
+        self.redactor = policy.redactor
+        self.known = set(known)
+        self.found: set = set()
+
+    @property
+    def fragments(self):
+        return self.redactor.fragments
+
+    def is_secret(self, key, value=REDACTED) -> bool:
+        return self.redactor.is_secret(key, value)
+
+    def collect(self, value) -> None:
+        texts_in(value, self.found)
+
+    def text(self, text: str) -> str:
+        return self.policy.text(text, self.known | self.found if self.found else self.known)
+
+    def plain(self, value, _depth: int = 0):
+        """A masked copy of plain JSON data (dicts, lists, strings, numbers)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if _depth > 50:
+            return "<too deep>"
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if self.is_secret(key, item):
+                    self.collect(item)
+                    out[str(key)] = REDACTED
+                else:
+                    out[str(key)] = self.plain(item, _depth + 1)
+            return mask_named_value(out, self)
+        if isinstance(value, (list, tuple)):
+            if is_secret_pair(value, self):
+                return [self.plain(value[0], _depth + 1), REDACTED]
+            return [self.plain(item, _depth + 1) for item in value]
+        return value
+
+    def remask(self, value):
+        """``value`` (already masked) again, with the values found since."""
+        return self.plain(value)
+
+
+_NAME_FIELDS = ("name", "key", "header", "field")
+_VALUE_FIELDS = ("value", "val")
+
+
+def is_secret_pair(items, masker) -> bool:
+    """``("Authorization", "Bearer x")``: a (name, value) pair whose name is a secret."""
+    if len(items) != 2 or not isinstance(items[0], str) or not masker.is_secret(items[0], items[1]):
+        return False
+    masker.collect(items[1])
+    return True
+
+
+def mask_named_value(entry: dict, masker):
+    """``{"name": "api_key", "value": "..."}`` -> the value masked (headers, form fields)."""
+    if len(entry) > 6:
+        return entry
+    name = next((entry[f] for f in _NAME_FIELDS if isinstance(entry.get(f), str)), None)
+    if name is None:
+        return entry
+    for field in _VALUE_FIELDS:
+        if field in entry and masker.is_secret(name, entry[field]):
+            masker.collect(entry[field])
+            entry[field] = REDACTED
+    return entry
+
+
+# -- the user's function ----------------------------------------------------------------
+
+class UserFunction:
+    """The user's redact function, made safe: an error drops the value, said once."""
+
+    def __init__(self, function, name: str, say):
+        self.function = function
+        self.name = name
+        self._say = say
+        self.failed = False
+
+    def __call__(self, value):
+        try:
+            return self.function(value)
+        except Exception as exc:  # its message may hold the value: only the type is said
+            if not self.failed:
+                self.failed = True
+                self._say(
+                    f"synalinks-obs: the redact function {self.name} raised {type(exc).__name__}; "
+                    f"the values it failed on are stored as {DROPPED!r}, never unmasked"
+                )
+            return DROPPED
+
+
+def user_function(setting, say):
+    """The ``redact`` setting (a callable or ``"package.module:function"``) as a
+    ``UserFunction``; one that cannot be loaded drops every value (and says so once)."""
+    if setting is None:
+        return None
+    if callable(setting):
+        name = getattr(setting, "__qualname__", None) or repr(setting)
+        return UserFunction(setting, name, say)
+    text = str(setting).strip()
+    if not text:
+        return None
+    module_name, _, attribute = text.partition(":")
+    try:
+        if not module_name or not attribute:
+            raise ValueError("expected package.module:function")
+        import importlib
+
+        target = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+        if not callable(target):
+            raise TypeError(f"{text} is not callable")
+    except Exception as exc:
+        say(
+            f"synalinks-obs: SYNALINKS_OBS_REDACTOR={text!r} cannot be loaded "
+            f"({type(exc).__name__}: {exc}); every value is stored as {DROPPED!r} until it is fixed"
+        )
+        return lambda value: DROPPED
+    return UserFunction(target, text, say)
+
+
+_POLICIES: dict = {}
+
+
+def policy_for(settings, say=None) -> Policy:
+    """The (cached) ``Policy`` of a ``Settings`` object: its key fragments, patterns and
+    user function, and the secret environment variables' values of now."""
+    fragments = tuple(settings.redact_key_fragments)
+    patterns = tuple(settings.redact_patterns)
+    user = getattr(settings, "redact", None)
+    environment = environment_secrets(redactor_for(fragments))
+    try:
+        key = (fragments, patterns, user, environment)
+        hash(key)
+    except TypeError:
+        key = (fragments, patterns, id(user), environment)
+    found = _POLICIES.get(key)
+    if found is None:
+        if say is None:
+            from synalinks_obs import reporting
+
+            say = reporting.say_once
+        found = Policy(fragments, patterns, user_function(user, say))
+        if len(_POLICIES) > 32:
+            _POLICIES.clear()
+        _POLICIES[key] = found
+    return found
+
+
+# -- what is printed --------------------------------------------------------------------
+
+_SCRUB: list = []
+
+
+def scrub(text: str) -> str:
+    """A line about to be printed or logged, without credentials: URL userinfo, token
+    patterns, secret ``key=value`` pairs and the values of secret environment variables."""
+    try:
+        if not _SCRUB:
+            _SCRUB.append(Policy(DEFAULT_KEYS, DEFAULT_PATTERNS))
+        policy = _SCRUB[0]
+        policy.environment = environment_secrets(policy.redactor)
+        return policy.text(str(text))
+    except Exception:
+        return text
 
 
 def mask_query(query: str) -> str:
     """``a=1&api_key=sk-123`` -> ``a=1&api_key=***`` (secret-looking parameter names)."""
-    redactor = redactor_for(_DEFAULT_QUERY_SECRETS)
+    redactor = redactor_for(DEFAULT_KEYS + ("key", "signature"))
     parts = []
     for item in query.split("&"):
         name, sep, value = item.partition("=")
-        parts.append(f"{name}{sep}***" if sep and value and redactor.is_secret(name) else item)
+        parts.append(f"{name}{sep}***" if sep and value and redactor.is_secret_text(name, value) else item)
     return "&".join(parts)
