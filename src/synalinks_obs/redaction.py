@@ -208,7 +208,7 @@ def _mask_keys_in_text(redactor: Redactor, text: str) -> str:
             value = _BARE_VALUE.match(text, value_start)
             value_end = value.end() if value else value_start
         value = text[value_start:value_end]
-        if not value or value.startswith(REDACTED) or not redactor.is_secret_text(key, value):
+        if not value or text.startswith(REDACTED, value_start) or not redactor.is_secret_text(key, value):
             continue
         parts.append(text[last:value_start])
         parts.append(REDACTED)
