@@ -279,3 +279,53 @@ def test_tls_token_proxy(tls_stack, fake_llm, tmp_path, monkeypatch):
     assert_stored_nothing_secret(server.workdir)
     for log in (proxy.access_log, proxy.error_log):  # (its config holds the token itself)
         assert not leaks(log.read_bytes()), log
+
+
+def test_credentials_the_app_rotates_reach_the_writes(auth_server, monkeypatch):
+    """An app that sets or rotates MLFLOW_TRACKING_PASSWORD while it runs (a secret fetched
+    from a vault, a short-lived token): its spans are written with the new value from the
+    next batch on, by the exporter process too (MLflow's own client reads the variables
+    at each request), and a store that refused the old one is asked again at once."""
+    import asyncio
+    import time
+
+    import mlflow
+    import synalinks
+
+    import synalinks_obs
+    from synalinks_obs.runtime import RUNTIME
+
+    class Q(synalinks.DataModel):
+        question: str
+
+    class Step(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    experiment = "rotated"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ALICE)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", WRONG_PASSWORD)
+    synalinks_obs.enable(tracking_uri=auth_server.url, experiment_name=experiment)
+    try:
+        step = Step(name="step")
+        deadline = time.monotonic() + 3.0  # past PROCESS_AFTER: the exporter process starts
+        while time.monotonic() < deadline:
+            asyncio.run(step(Q(question="refused")))
+            time.sleep(0.05)
+        synalinks_obs.flush(60)
+        assert RUNTIME.exporter.sinks.process is not None  # the writes happen there
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ALICE_PASSWORD)
+        for i in range(3):
+            asyncio.run(step(Q(question=f"accepted-{i}")))
+        assert synalinks_obs.flush(60)
+    finally:
+        synalinks_obs.disable()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth_server.admin_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_server.admin_password)
+    client = mlflow.MlflowClient(auth_server.url)
+    found = client.search_traces(locations=[client.get_experiment_by_name(experiment).experiment_id])
+    questions = sorted(json.dumps(t.data.spans[0].inputs) for t in found)
+    assert questions == [json.dumps({"data": [{"question": f"accepted-{i}"}]}) for i in range(3)], questions

@@ -97,6 +97,9 @@ def main(argv=None) -> int:
             if kind == "spans":
                 _, destination, count, payload = message
                 writer.add(destination, count, payload)
+            elif kind == "credentials":  # the app's MLFLOW_TRACKING_* changed
+                protocol.apply_tracking_environment(message[1])
+                writer.forget_rejections()
             elif kind == "close":  # the app is exiting: how long the last writes may take
                 exit_budget = float(message[1])
         if closing or stop.is_set() or os.getppid() != parent:

@@ -170,6 +170,14 @@ class Writer:
         self._done_with(batch, count, reason)
         self._drop_destination_uri(uri, reason)
 
+    def forget_rejections(self) -> None:
+        """New credentials: stores that refused the old ones are asked again at once."""
+        for state in self._stores.values():
+            if state.rejected_until:
+                state.rejected_until = 0.0
+                state.healthy = False
+                state.reason = ""
+
     def _ok(self, uri) -> None:
         state = self._state(uri)
         state.healthy = True
