@@ -101,6 +101,11 @@ class Redactor:
             re.compile("(?i)" + "|".join(_fragment_regex(f) for f in fragments if _words(f)))
             if self.fragments else None
         )
+        # Where a fragment may start in lower-cased text: its first word (found with
+        # str.find, fast), then the whole fragment matched there.
+        self.matchers = tuple(
+            (_words(f)[0], re.compile(_fragment_regex(f))) for f in fragments if _words(f)
+        )
 
     def _kind(self, key) -> int:
         try:
@@ -168,6 +173,18 @@ def compile_patterns(patterns) -> tuple:
     return tuple(compiled)
 
 
+# A text without the literal cannot match the default pattern (a fast pre-check: most
+# texts have none of them); patterns of yours are always run.
+_HINTS = dict(zip(DEFAULT_PATTERNS, (
+    ("bearer",), ("sk-", "sk_"), ("://",), ("eyj",), ("akia", "asia"),
+    ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), ("xox",), ("aiza",), ("private key",),
+), strict=True))
+
+
+def _hinted(patterns) -> tuple:
+    return tuple((pattern, _HINTS.get(pattern.pattern)) for pattern in patterns)
+
+
 def _mask_pattern(pattern, text: str) -> str:
     if "secret" in pattern.groupindex:
         def replace(match):
@@ -179,14 +196,29 @@ def _mask_pattern(pattern, text: str) -> str:
     return pattern.sub(REDACTED, text)
 
 
-def _mask_keys_in_text(redactor: Redactor, text: str) -> str:
+def _fragment_hits(redactor: Redactor, low: str):
+    for word, matcher in redactor.matchers:
+        at = low.find(word)
+        while at >= 0:
+            hit = matcher.match(low, at)
+            if hit is not None:
+                yield hit.span()
+            at = low.find(word, at + 1)
+
+
+def _mask_keys_in_text(redactor: Redactor, text: str, low: str) -> str:
     """``api_key=...``, ``"access_token": "..."``, ``Authorization: Bearer ...`` -> masked."""
     finder = redactor.text_finder
-    if finder is None:
+    if finder is None or ("=" not in text and ":" not in text):
+        return text
+    if len(low) == len(text):
+        hits = sorted(_fragment_hits(redactor, low))
+    else:  # lower() changed the length (rare letters): the slower case-blind search
+        hits = [hit.span() for hit in finder.finditer(text)]
+    if not hits:
         return text
     parts, last = [], 0
-    for hit in finder.finditer(text):
-        start, end = hit.start(), hit.end()
+    for start, end in hits:
         if start < last:
             continue
         while start > 0 and _KEY_CHARS.match(text, start - 1):
@@ -242,6 +274,7 @@ class Policy:
     def __init__(self, fragments=DEFAULT_KEYS, patterns=DEFAULT_PATTERNS, user=None):
         self.redactor = redactor_for(fragments)
         self.patterns = compile_patterns(patterns)
+        self._patterns = _hinted(self.patterns)
         self.user = user  # redact function (see ``user_function``), or None
         self.environment = environment_secrets(self.redactor)
 
@@ -261,10 +294,12 @@ class Policy:
                 escaped = _escaped(secret)
                 if escaped is not None and escaped in text:
                     text = text.replace(escaped, REDACTED)
-        text = _mask_keys_in_text(self.redactor, text)
+        low = text.lower()
+        text = _mask_keys_in_text(self.redactor, text, low)
         if len(text) >= 12:
-            for pattern in self.patterns:
-                text = _mask_pattern(pattern, text)
+            for pattern, hint in self._patterns:
+                if hint is None or any(map(low.__contains__, hint)):
+                    text = _mask_pattern(pattern, text)
         return text
 
     def finish(self, value):

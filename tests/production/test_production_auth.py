@@ -329,3 +329,25 @@ def test_credentials_the_app_rotates_reach_the_writes(auth_server, monkeypatch):
     found = client.search_traces(locations=[client.get_experiment_by_name(experiment).experiment_id])
     questions = sorted(json.dumps(t.data.spans[0].inputs) for t in found)
     assert questions == [json.dumps({"data": [{"question": f"accepted-{i}"}]}) for i in range(3)], questions
+
+
+def test_client_certificate_goes_through_mlflows_resolution(tls_stack, monkeypatch):
+    """A proxy asking for a client certificate (mutual TLS): the health probe, like every
+    request of ours, takes MLFLOW_TRACKING_CLIENT_CERT_PATH from MLflow's resolution."""
+    import nginx
+
+    from synalinks_obs.cli.store_checks import identity
+    from synalinks_obs.store import health
+
+    _, files, server = tls_stack
+    proxy = nginx.NginxProxy(server.url, tls=files, require_client_cert=True)
+    start(proxy)
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(files.ca_cert))
+        with pytest.raises(health.StoreUnavailable, match="answered HTTP 400"):
+            health.probe(proxy.url)  # nginx: no required SSL certificate was sent
+        monkeypatch.setenv("MLFLOW_TRACKING_CLIENT_CERT_PATH", str(files.client_pem))
+        health.probe(proxy.url)
+        assert "with a client certificate (MLFLOW_TRACKING_CLIENT_CERT_PATH)" in identity(proxy.url)
+    finally:
+        proxy.stop()
