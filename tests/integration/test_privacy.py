@@ -30,6 +30,17 @@ def leaks(text: str) -> list[str]:
     return [secret for secret in SECRETS if secret in text]
 
 
+def first_arg(value):
+    """A span's first argument, whatever the payload's envelope (``{"data": [...]}``)."""
+    if isinstance(value, dict) and "data" in value:
+        value = value["data"]
+    return value[0] if isinstance(value, list) else value
+
+
+def output(value):
+    return value["data"] if isinstance(value, dict) and "data" in value else value
+
+
 @pytest.fixture
 def obs(sqlite_uri, request, monkeypatch):
     import synalinks_obs
@@ -149,13 +160,13 @@ def test_no_secret_lands_in_any_span_event_or_trace_info(obs, lm):
     prompt = json.dumps(lm_span.inputs["messages"])
     assert "capital of France" in prompt and "[REDACTED]" in prompt
     # A value redacted under its key is masked under any other key of the trace.
-    assert spans["Leaky:leaky"].outputs["data"] == {"text": "used [REDACTED] and [REDACTED]"}
-    assert spans["Echo:first"].inputs["data"] == [{"text": "first [REDACTED]"}]
-    assert spans["Echo:first"].outputs["data"] == {"text": "first [REDACTED]"}
+    assert output(spans["Leaky:leaky"].outputs) == {"text": "used [REDACTED] and [REDACTED]"}
+    assert first_arg(spans["Echo:first"].inputs) == {"text": "first [REDACTED]"}
+    assert output(spans["Echo:first"].outputs) == {"text": "first [REDACTED]"}
     echo = spans["Echo:echo"]
-    assert echo.inputs["data"] == [{"text": "used [REDACTED] and [REDACTED]"}]
-    assert echo.outputs["data"] == {"text": "used [REDACTED] and [REDACTED]"}
-    gen_inputs = spans["Generator:gen"].inputs["data"][0]
+    assert first_arg(echo.inputs) == {"text": "used [REDACTED] and [REDACTED]"}
+    assert output(echo.outputs) == {"text": "used [REDACTED] and [REDACTED]"}
+    gen_inputs = first_arg(spans["Generator:gen"].inputs)
     assert gen_inputs["access_token"] == gen_inputs["api_keys"] == gen_inputs["credentials"] == "[REDACTED]"
     assert gen_inputs["notes"] == "my key is [REDACTED], header Authorization: [REDACTED]"
     # The exception event: message and stack trace masked.

@@ -136,7 +136,7 @@ def check_app_traces(url, experiment):
     for trace in traces:
         assert sorted(s.span_type for s in trace.data.spans) == ["CHAIN", "CHAT_MODEL", "LLM"], render(trace)
         gen = next(s for s in trace.data.spans if s.span_type == "LLM")
-        assert gen.inputs["data"][0]["access_token"] == "[REDACTED]"
+        assert '"access_token": "[REDACTED]"' in json.dumps(gen.inputs)
     return traces
 
 
@@ -327,8 +327,8 @@ def test_credentials_the_app_rotates_reach_the_writes(auth_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_server.admin_password)
     client = mlflow.MlflowClient(auth_server.url)
     found = client.search_traces(locations=[client.get_experiment_by_name(experiment).experiment_id])
-    questions = sorted(json.dumps(t.data.spans[0].inputs) for t in found)
-    assert questions == [json.dumps({"data": [{"question": f"accepted-{i}"}]}) for i in range(3)], questions
+    questions = sorted(re.findall(r'"question": "([^"]+)"', json.dumps(t.data.spans[0].inputs))[0] for t in found)
+    assert questions == [f"accepted-{i}" for i in range(3)], questions
 
 
 def test_client_certificate_goes_through_mlflows_resolution(tls_stack, monkeypatch):

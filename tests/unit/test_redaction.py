@@ -194,3 +194,49 @@ def test_run_params_and_tags():
     assert privacy.params(POLICY, {"api_key": "k", "epochs": 3, "note": "Bearer abcdefgh1234"}) == {
         "api_key": REDACTED, "epochs": "3", "note": "Bearer [REDACTED]",
     }
+
+
+def _record(trace, parent=None, inputs=None, outputs=None, error=None, usage=None, span_type="CHAIN"):
+    from synalinks_obs.tracing.records import CallRecord
+
+    record = CallRecord(trace)
+    record.parent = parent
+    record.span_id, record.parent_span_id = 1, None
+    record.call_id, record.parent_call_id = 7, None
+    record.module_class, record.module_name, record.description = "M", "m", ""
+    record.span_type, record.symbolic = span_type, False
+    record.start_ns, record.end_ns = 1, 2
+    record.inputs, record.kwargs, record.outputs = inputs, None, outputs
+    record.error, record.usage = error, usage
+    return record
+
+
+def test_the_wire_masks_errors_lm_error_text_and_the_trace_remembers():
+    """export.wire's hook: the exception's message and stack, an LM's error text, LM
+    messages; a value seen under a key in an ancestor's inputs or an earlier record."""
+    from synalinks_obs.export.wire import record_to_wire
+    from synalinks_obs.settings import load_settings
+    from synalinks_obs.tracing.records import Destination, TraceRecord
+
+    settings = load_settings()
+    trace = TraceRecord(1, Destination(None, "x"), True, None)
+    root = _record(trace, inputs=[{"question": "q", "access_token": "tok-ROOT-123456"}])
+    try:
+        raise ValueError("refused tok-ROOT-123456 and sk-proj-Ab12Cd34Ef56Gh78Ij90")
+    except ValueError as exc:
+        failed = _record(trace, parent=root, inputs=["x"], error=exc)
+    wire = record_to_wire(failed, settings)
+    assert wire.error[1] == "refused [REDACTED] and [REDACTED]"
+    assert "tok-ROOT" not in wire.error[2] and "sk-proj" not in wire.error[2] and "ValueError" in wire.error[2]
+    lm = _record(trace, parent=root, span_type="CHAT_MODEL",
+                 inputs=[{"messages": [{"role": "user", "content": "use tok-ROOT-123456"}]}],
+                 usage={"error": "401: key sk-proj-Zz98Yy76Xx54Ww32Vv10 with tok-ROOT-123456"})
+    wire = record_to_wire(lm, settings)
+    assert wire.lm_error == "401: key [REDACTED] with [REDACTED]"
+    assert json.loads(wire.inputs)["messages"] == [{"role": "user", "content": "use [REDACTED]"}]
+    # Seen once in the trace (an output under a secret key), masked in later records.
+    tool = _record(trace, inputs=["q"], outputs={"session_token": "sess-LATER-987654"})
+    record_to_wire(tool, settings)
+    later = _record(trace, inputs=["the session is sess-LATER-987654"])
+    stored = record_to_wire(later, settings).inputs
+    assert "the session is [REDACTED]" in stored and "sess-LATER" not in stored
