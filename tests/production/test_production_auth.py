@@ -351,3 +351,52 @@ def test_client_certificate_goes_through_mlflows_resolution(tls_stack, monkeypat
         assert "with a client certificate (MLFLOW_TRACKING_CLIENT_CERT_PATH)" in identity(proxy.url)
     finally:
         proxy.stop()
+
+
+def test_permission_denied_is_said_with_its_own_fix(auth_server, monkeypatch, caplog):
+    """alice may read bob's experiment but not write to it (default_permission READ):
+    her spans are refused with HTTP 403, said in one line that is not about the password,
+    and doctor's trace write check says the same with the fix."""
+    import asyncio
+    import logging
+
+    import mlflow
+    import synalinks
+
+    import synalinks_obs
+    from synalinks_obs.cli import doctor
+    from synalinks_obs.runtime import RUNTIME
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", BOB)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", BOB_PASSWORD)
+    mlflow.MlflowClient(auth_server.url).create_experiment("bobs_experiment")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ALICE)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ALICE_PASSWORD)
+
+    class Q(synalinks.DataModel):
+        question: str
+
+    class Step(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    expected = f"permission denied by {auth_server.url}: the account in MLFLOW_TRACKING_USERNAME"
+    synalinks_obs.enable(tracking_uri=auth_server.url, experiment_name="bobs_experiment")
+    try:
+        with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+            asyncio.run(Step(name="step")(Q(question="may I?")))
+            synalinks_obs.flush(60)
+            reasons = RUNTIME.exporter.drop_reasons()
+    finally:
+        synalinks_obs.disable()
+    assert any(expected in reason and "(HTTP 403)" in reason for reason in reasons), reasons
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("synalinks_obs")]
+    assert len(said) == 1 and expected in said[0], said
+    checks = {c.name: c for c in doctor.run_checks(auth_server.url, "bobs_experiment", timeout=30)}
+    assert checks["server health"].ok, checks["server health"].line()
+    write = checks["trace write"]
+    assert not write.ok and expected in write.detail and f"sent as user '{ALICE}'" in write.detail
+    assert "EDIT permission" in write.fix

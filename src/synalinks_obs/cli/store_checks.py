@@ -157,6 +157,18 @@ def check_store(target: Target, store: StoreSession | None) -> Check:
     return Check("tracking store", True, f"{where}: experiment {state}")
 
 
+def _refused(target: Target, exc: BaseException, name: str = "trace write") -> Check | None:
+    """The check's line when the server refused the request (401/403), else None."""
+    refused = health.rejection(target.tracking_uri, exc) if target.is_server else None
+    if refused is None:
+        return None
+    fix = ("ask the server's admin for EDIT permission on the experiment, or use another "
+           "experiment (--experiment-name) or account" if "HTTP 403" in str(refused) else
+           "set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN "
+           "to an account the server accepts")
+    return Check(name, False, f"{refused}; sent {identity(target.tracking_uri)}", fix)
+
+
 def _scratch_wire():
     """One span, as the exporter would hand it to the store."""
     import random
@@ -194,6 +206,9 @@ def check_trace_write(store: StoreSession) -> Check:
             return Check(name, False, f"trace {wire.trace_id} written but not readable back",
                          "check the server's log; the backend store may be read-only or full")
     except Exception as exc:
+        refused = _refused(store.target, exc)
+        if refused is not None:
+            return refused
         return Check(name, False, f"writing a span failed ({type(exc).__name__}: {reporting.first_line(exc)})",
                      "check the server's log and version: a server must accept log_spans "
                      "(README, Compatibility)")
@@ -260,6 +275,9 @@ def check_artifacts(store: StoreSession, timeout: float) -> Check:
         return Check(name, False, f"upload failed: PermissionError: {exc} (the client tried to write "
                      "to the server's disk itself: no artifact proxy)", PROXY_FIX)
     except Exception as exc:
+        refused = _refused(target, exc, name)
+        if refused is not None:
+            return refused
         return Check(name, False, f"upload to a scratch run failed ({type(exc).__name__}: "
                      f"{reporting.first_line(exc)})",
                      PROXY_FIX + "; and check the server can write to --artifacts-destination")
