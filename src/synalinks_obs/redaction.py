@@ -1,28 +1,23 @@
-"""What is a secret, and how it is masked in everything synalinks-obs stores or prints.
-
-Four rules, one ``Policy`` (built from the settings by ``policy_for``):
+"""What is a secret, and masking it in text: the rules every stored or printed value obeys.
 
 - **Keys.** ``Redactor(fragments)`` matches a key holding any fragment as whole words,
   separators and case ignored, singular or plural: ``token`` matches ``access_token``,
   ``X-Auth-Token`` and ``authToken``; ``api_key`` matches ``openai_api_key``, ``apiKey``,
   ``apikey`` and ``api_keys``; ``credential`` matches ``credentials``. Not ``tokenizer``,
   ``author`` or ``passage``. A value holding no text (a number, a boolean: ``max_tokens:
-  256``, ``total_tokens``) is never a secret. The same keys are found in text too:
-  ``api_key=...`` in a URL, ``"access_token": "..."`` rendered into a prompt,
-  ``Authorization: Bearer ...`` in a header dump.
-- **Values seen under a secret key** are masked wherever else they appear in the same
-  trace (``Masker.known``): a Generator renders its inputs into the LM prompt.
+  256``, ``total_tokens``) is never a secret. The same keys are found in text too
+  (``mask_text``): ``api_key=...`` in a URL, ``"access_token": "..."`` rendered into a
+  prompt, ``Authorization: Bearer ...`` in a header dump.
 - **Patterns**: values that are credentials whatever their key (``sk-...``, ``Bearer ...``,
   a URL's ``user:password@``, JWTs, cloud and forge tokens, private key blocks),
-  ``DEFAULT_PATTERNS``, configurable; a pattern's ``secret`` group, if any, is the part masked.
-- **The user's function** (``enable(redact=fn)``, ``SYNALINKS_OBS_REDACTOR=pkg.mod:fn``)
-  receives each value about to be stored and returns what to store; when it raises the
-  value is dropped, never stored unmasked, and that is said once.
+  ``DEFAULT_PATTERNS``, configurable; a pattern's ``secret`` group, if any, is the part
+  masked.
+- **Known values**: values seen under a secret key elsewhere, and the values of
+  secret-looking environment variables (``MLFLOW_TRACKING_PASSWORD``,
+  ``MLFLOW_TRACKING_TOKEN``, ``OPENAI_API_KEY``...: ``environment_secrets``).
 
-The values of secret-looking environment variables (``MLFLOW_TRACKING_PASSWORD``,
-``MLFLOW_TRACKING_TOKEN``, ``OPENAI_API_KEY``...) are known secrets everywhere, and
-``scrub`` applies the patterns and those values to every line synalinks-obs prints.
-Standard library only.
+``scrub`` applies them to every line synalinks-obs prints; ``masking`` applies them (and
+the user's own function) to every value it stores. Standard library only.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ import os
 import re
 
 REDACTED = "[REDACTED]"
-DROPPED = "[DROPPED: the redact function failed]"
 MIN_KNOWN_CHARS = 6  # shorter values seen under a secret key are not searched elsewhere
 _MAX_KNOWN = 1_000
 
@@ -79,7 +73,7 @@ def _has_text(value) -> bool:
 def texts_in(value, out: set, _depth: int = 0) -> None:
     """Add the strings of a plain value (dict values, list items) to ``out``."""
     if isinstance(value, str):
-        if len(value) >= MIN_KNOWN_CHARS and len(out) < _MAX_KNOWN and value not in (REDACTED, DROPPED):
+        if len(value) >= MIN_KNOWN_CHARS and len(out) < _MAX_KNOWN and not value.startswith(("[REDACTED", "[DROPPED")):
             out.add(value)
     elif _depth < 20 and isinstance(value, dict):
         for item in value.values():
@@ -181,7 +175,7 @@ _HINTS = dict(zip(DEFAULT_PATTERNS, (
 ), strict=True))
 
 
-def _hinted(patterns) -> tuple:
+def hinted(patterns) -> tuple:
     return tuple((pattern, _HINTS.get(pattern.pattern)) for pattern in patterns)
 
 
@@ -268,234 +262,48 @@ def environment_secrets(redactor: Redactor | None = None) -> frozenset:
     return frozenset(found)
 
 
-class Policy:
-    """How to mask what is stored: key fragments, value patterns, the user's function."""
-
-    def __init__(self, fragments=DEFAULT_KEYS, patterns=DEFAULT_PATTERNS, user=None):
-        self.redactor = redactor_for(fragments)
-        self.patterns = compile_patterns(patterns)
-        self._patterns = _hinted(self.patterns)
-        self.user = user  # redact function (see ``user_function``), or None
-        self.environment = environment_secrets(self.redactor)
-
-    def masker(self, known=()) -> Masker:
-        return Masker(self, known)
-
-    def text(self, text: str, known=()) -> str:
-        """``text`` with known secret values, secret ``key=value`` pairs and pattern
-        matches masked (the user's function is not applied: see ``finish``)."""
-        if not text or not isinstance(text, str):
-            return text
-        secrets = self.environment.union(known) if known else self.environment
-        if secrets:
-            for secret in sorted(secrets, key=len, reverse=True):
-                if secret in text:
-                    text = text.replace(secret, REDACTED)
-                escaped = _escaped(secret)
-                if escaped is not None and escaped in text:
-                    text = text.replace(escaped, REDACTED)
-        low = text.lower()
-        text = _mask_keys_in_text(self.redactor, text, low)
-        if len(text) >= 12:
-            for pattern, hint in self._patterns:
-                if hint is None or any(map(low.__contains__, hint)):
-                    text = _mask_pattern(pattern, text)
+def mask_text(text: str, redactor: Redactor, patterns: tuple, secrets=frozenset()) -> str:
+    """``text`` with the ``secrets`` values (and their JSON-escaped forms), secret
+    ``key=value`` pairs and matches of ``patterns`` (``compile_patterns`` +
+    ``hinted``) masked."""
+    if not text or not isinstance(text, str):
         return text
-
-    def finish(self, value):
-        """The user's function applied to a value about to be stored (``DROPPED`` when
-        it raises)."""
-        return self.user(value) if self.user is not None else value
-
-    def value(self, value):
-        """A plain value (JSON data) fully masked: keys, known values, patterns, user."""
-        masker = self.masker()
-        return self.finish(masker.plain(value))
-
-    def param(self, key: str, value: str) -> str:
-        """A run param or tag value, masked (its key may name a secret)."""
-        if self.redactor.is_secret(key, value):
-            return REDACTED
-        masked = self.finish(self.text(value))
-        return masked if isinstance(masked, str) else str(masked)
-
-
-class Masker:
-    """One record's masking: the policy plus the secret values known in its trace; the
-    values met under secret keys while masking are collected in ``found``."""
-
-    __slots__ = ("policy", "redactor", "known", "found")
-
-    def __init__(self, policy: Policy, known=()):
-        self.policy = policy
-        self.redactor = policy.redactor
-        self.known = set(known)
-        self.found: set = set()
-
-    @property
-    def fragments(self):
-        return self.redactor.fragments
-
-    def is_secret(self, key, value=REDACTED) -> bool:
-        return self.redactor.is_secret(key, value)
-
-    def collect(self, value) -> None:
-        texts_in(value, self.found)
-
-    def text(self, text: str) -> str:
-        return self.policy.text(text, self.known | self.found if self.found else self.known)
-
-    def plain(self, value, _depth: int = 0):
-        """A masked copy of plain JSON data (dicts, lists, strings, numbers)."""
-        if isinstance(value, str):
-            return self.text(value)
-        if _depth > 50:
-            return "<too deep>"
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if self.is_secret(key, item):
-                    self.collect(item)
-                    out[str(key)] = REDACTED
-                else:
-                    out[str(key)] = self.plain(item, _depth + 1)
-            return mask_named_value(out, self)
-        if isinstance(value, (list, tuple)):
-            if is_secret_pair(value, self):
-                return [self.plain(value[0], _depth + 1), REDACTED]
-            return [self.plain(item, _depth + 1) for item in value]
-        return value
-
-    def remask(self, value):
-        """``value`` (already masked) again, with the values found since."""
-        return self.plain(value)
-
-
-_NAME_FIELDS = ("name", "key", "header", "field")
-_VALUE_FIELDS = ("value", "val")
-
-
-def is_secret_pair(items, masker) -> bool:
-    """``("Authorization", "Bearer x")``: a (name, value) pair whose name is a secret."""
-    if len(items) != 2 or not isinstance(items[0], str) or not masker.is_secret(items[0], items[1]):
-        return False
-    masker.collect(items[1])
-    return True
-
-
-def mask_named_value(entry: dict, masker):
-    """``{"name": "api_key", "value": "..."}`` -> the value masked (headers, form fields)."""
-    if len(entry) > 6:
-        return entry
-    name = next((entry[f] for f in _NAME_FIELDS if isinstance(entry.get(f), str)), None)
-    if name is None:
-        return entry
-    for field in _VALUE_FIELDS:
-        if field in entry and masker.is_secret(name, entry[field]):
-            masker.collect(entry[field])
-            entry[field] = REDACTED
-    return entry
-
-
-# -- the user's function ----------------------------------------------------------------
-
-class UserFunction:
-    """The user's redact function, made safe: an error drops the value, said once."""
-
-    def __init__(self, function, name: str, say):
-        self.function = function
-        self.name = name
-        self._say = say
-        self.failed = False
-
-    def __call__(self, value):
-        try:
-            return self.function(value)
-        except Exception as exc:  # its message may hold the value: only the type is said
-            if not self.failed:
-                self.failed = True
-                self._say(
-                    f"synalinks-obs: the redact function {self.name} raised {type(exc).__name__}; "
-                    f"the values it failed on are stored as {DROPPED!r}, never unmasked"
-                )
-            return DROPPED
-
-
-def user_function(setting, say):
-    """The ``redact`` setting (a callable or ``"package.module:function"``) as a
-    ``UserFunction``; one that cannot be loaded drops every value (and says so once)."""
-    if setting is None:
-        return None
-    if callable(setting):
-        name = getattr(setting, "__qualname__", None) or repr(setting)
-        return UserFunction(setting, name, say)
-    text = str(setting).strip()
-    if not text:
-        return None
-    module_name, _, attribute = text.partition(":")
-    try:
-        if not module_name or not attribute:
-            raise ValueError("expected package.module:function")
-        import importlib
-
-        target = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-        if not callable(target):
-            raise TypeError(f"{text} is not callable")
-    except Exception as exc:
-        say(
-            f"synalinks-obs: SYNALINKS_OBS_REDACTOR={text!r} cannot be loaded "
-            f"({type(exc).__name__}: {exc}); every value is stored as {DROPPED!r} until it is fixed"
-        )
-        return lambda value: DROPPED
-    return UserFunction(target, text, say)
-
-
-_POLICIES: dict = {}
-
-
-def policy_for(settings, say=None) -> Policy:
-    """The (cached) ``Policy`` of a ``Settings`` object: its key fragments, patterns and
-    user function, and the secret environment variables' values of now."""
-    fragments = tuple(settings.redact_key_fragments)
-    patterns = tuple(settings.redact_patterns)
-    user = getattr(settings, "redact", None)
-    environment = environment_secrets(redactor_for(fragments))
-    try:
-        key = (fragments, patterns, user, environment)
-        hash(key)
-    except TypeError:
-        key = (fragments, patterns, id(user), environment)
-    found = _POLICIES.get(key)
-    if found is None:
-        if say is None:
-            from synalinks_obs import reporting
-
-            say = reporting.say_once
-        found = Policy(fragments, patterns, user_function(user, say))
-        if len(_POLICIES) > 32:
-            _POLICIES.clear()
-        _POLICIES[key] = found
-    return found
+    if secrets:
+        for secret in sorted(secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+            escaped = _escaped(secret)
+            if escaped is not None and escaped in text:
+                text = text.replace(escaped, REDACTED)
+    low = text.lower()
+    text = _mask_keys_in_text(redactor, text, low)
+    if len(text) >= 12:
+        for pattern, hint in patterns:
+            if hint is None or any(map(low.__contains__, hint)):
+                text = _mask_pattern(pattern, text)
+    return text
 
 
 # -- what is printed --------------------------------------------------------------------
-
-_SCRUB: list = []
-
 
 def scrub(text: str) -> str:
     """A line about to be printed or logged, without credentials: URL userinfo, token
     patterns, secret ``key=value`` pairs and the values of secret environment variables."""
     try:
-        if not _SCRUB:
-            _SCRUB.append(Policy(DEFAULT_KEYS, DEFAULT_PATTERNS))
-        policy = _SCRUB[0]
-        policy.environment = environment_secrets(policy.redactor)
-        return policy.text(str(text))
+        redactor = redactor_for(DEFAULT_KEYS)
+        return mask_text(str(text), redactor, _default_patterns(), environment_secrets(redactor))
     except Exception:
         return text
+
+
+def _default_patterns() -> tuple:
+    found = _DEFAULT_COMPILED.get("patterns")
+    if found is None:
+        found = _DEFAULT_COMPILED["patterns"] = hinted(compile_patterns(DEFAULT_PATTERNS))
+    return found
+
+
+_DEFAULT_COMPILED: dict = {}
 
 
 def mask_query(query: str) -> str:

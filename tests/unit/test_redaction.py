@@ -1,4 +1,4 @@
-"""What is a secret and how it is masked (``synalinks_obs.redaction``), in isolation.
+"""What is a secret and how it is masked (``synalinks_obs.redaction``, ``synalinks_obs.masking``), in isolation.
 
 The rules: key fragments matched as whole words (singular or plural, any case, any
 depth, in ``(name, value)`` pairs and ``{"name": ..., "value": ...}`` entries, and as
@@ -13,9 +13,10 @@ import json
 
 import pytest
 
-from synalinks_obs import redaction
+from synalinks_obs import masking, redaction
 from synalinks_obs.export.payloads import materialize, to_json
-from synalinks_obs.redaction import DROPPED, REDACTED, Policy, Redactor
+from synalinks_obs.masking import DROPPED, Policy
+from synalinks_obs.redaction import REDACTED, Redactor
 from synalinks_obs.settings import DEFAULT_REDACT_KEYS, load_settings
 
 DEFAULT = Redactor(DEFAULT_REDACT_KEYS)
@@ -91,9 +92,9 @@ def test_credential_patterns_whatever_the_key(secret):
 def test_patterns_are_configurable_and_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("SYNALINKS_OBS_REDACT_PATTERNS", '["default", "acct-[0-9]{6}"]')
     settings = load_settings()
-    policy = redaction.policy_for(settings)
+    policy = masking.policy_for(settings)
     assert policy.text("acct-123456 and sk-abcdefghijklmnopqrstu") == "[REDACTED] and [REDACTED]"
-    off = redaction.policy_for(load_settings(redact_patterns=[]))
+    off = masking.policy_for(load_settings(redact_patterns=[]))
     assert off.text("sk-abcdefghijklmnopqrstu") == "sk-abcdefghijklmnopqrstu"
 
 
@@ -142,7 +143,7 @@ def test_user_function_sees_every_stored_value_and_its_errors_drop_it():
             raise ValueError("the value boom leaks in this message")
         return value.upper() if isinstance(value, str) else value
 
-    policy = Policy(user=redaction.user_function(mask, said.append))
+    policy = Policy(user=masking.user_function(mask, said.append))
     assert policy.param("note", "hello") == "HELLO"
     assert json.loads(to_json({"a": "b"}, 0, policy)) == {"a": "b"}
     assert seen[-1] == {"a": "b"}
@@ -155,9 +156,9 @@ def test_user_function_by_import_path(tmp_path, monkeypatch):
     (tmp_path / "my_masks.py").write_text("def mask(v):\n    return 'masked' if isinstance(v, str) else v\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     said = []
-    ok = Policy(user=redaction.user_function("my_masks:mask", said.append))
+    ok = Policy(user=masking.user_function("my_masks:mask", said.append))
     assert ok.param("x", "secret stuff") == "masked" and not said
-    broken = Policy(user=redaction.user_function("my_masks:missing", said.append))
+    broken = Policy(user=masking.user_function("my_masks:missing", said.append))
     assert broken.param("x", "anything") == DROPPED
     assert len(said) == 1 and "SYNALINKS_OBS_REDACTOR='my_masks:missing'" in said[0]
     monkeypatch.setenv("SYNALINKS_OBS_REDACTOR", "my_masks:mask")

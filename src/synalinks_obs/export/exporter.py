@@ -30,7 +30,7 @@ import time
 from synalinks_obs import reporting, uris
 from synalinks_obs.export.sinks import Sinks
 from synalinks_obs.export.wire import record_to_wire
-from synalinks_obs.redaction import policy_for
+from synalinks_obs.masking import policy_for
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import StoreUnavailable, probe, rejection
 

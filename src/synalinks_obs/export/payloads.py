@@ -3,7 +3,7 @@
 ``to_json`` turns the data models still held by reference (``tracing.capture``) into
 their JSON, masks secrets (``synalinks_obs.redaction``: values under secret-looking keys,
 ``(name, value)`` pairs and ``{"name": ..., "value": ...}`` entries, known secret values,
-credential patterns, the user's function), serialises (orjson when it can) and truncates
+credential patterns, the user's function: ``synalinks_obs.masking``), serialises (orjson when it can) and truncates
 what exceeds the size limit with a visible marker. Nothing here raises: a value that
 cannot be serialised becomes a short placeholder.
 
@@ -17,16 +17,8 @@ from __future__ import annotations
 
 import json
 
-from synalinks_obs.redaction import (
-    REDACTED,
-    Masker,
-    Policy,
-    Redactor,
-    is_secret_pair,
-    mask_named_value,
-    redactor_for,
-    texts_in,
-)
+from synalinks_obs.masking import Masker, Policy, is_secret_pair, mask_named_value
+from synalinks_obs.redaction import REDACTED, Redactor, redactor_for, texts_in
 
 TRUNCATION_MARKER = "...[truncated {n} chars]"
 _PRIMITIVES = (str, int, float, bool, type(None))

@@ -14,7 +14,7 @@ import traceback
 from typing import NamedTuple
 
 from synalinks_obs.export.payloads import mask_text, masker_for, materialize, remember, to_json
-from synalinks_obs.redaction import Policy, policy_for
+from synalinks_obs.masking import Policy, policy_for
 
 
 class Wire(NamedTuple):
@@ -104,7 +104,7 @@ def _safe_str(error: BaseException) -> str:
 def record_to_wire(record, settings, redactor=None) -> Wire:
     """The ``Wire`` of a finished record.
 
-    ``redactor``: the ``redaction.Policy`` of ``settings`` (made when not given). Every
+    ``redactor``: the ``masking.Policy`` of ``settings`` (made when not given). Every
     text stored goes through the record's ``Masker`` (``export.payloads.masker_for``):
     payloads, LM messages and choices, the exception's message and stack, the LM error.
     """

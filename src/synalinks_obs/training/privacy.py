@@ -1,6 +1,6 @@
 """What a training run stores, masked like a span: params, tags, the state tree.
 
-The same ``redaction.Policy`` as the traces (the settings of tracing when it is on, else
+The same ``masking.Policy`` as the traces (the settings of tracing when it is on, else
 the environment's): a param or tag whose key names a secret is stored as ``[REDACTED]``,
 every other value has its secret ``key=value`` pairs, credential patterns and secret
 environment values masked, then goes through the user's redact function.
@@ -13,7 +13,7 @@ restored program then has its instructions but no examples).
 
 from __future__ import annotations
 
-from synalinks_obs.redaction import Policy, policy_for
+from synalinks_obs.masking import Policy, policy_for
 from synalinks_obs.runtime import RUNTIME
 
 # Fields of Synalinks' trainable variables that hold examples taken from training data.
