@@ -96,7 +96,7 @@ class Monitor(Hook):
 
     def __repr__(self):
         return (
-            f"<synalinks_obs.hooks.Monitor tracking_uri={self.tracking_uri!r} "
+            f"<synalinks_obs.hooks.Monitor tracking_uri={uris.display(self.tracking_uri) if self.tracking_uri else None!r} "
             f"experiment_name={self.experiment_name!r}>"
         )
 

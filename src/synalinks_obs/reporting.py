@@ -6,8 +6,11 @@ thing once per process and key. ``internal_error`` is the one place an error of
 synalinks-obs itself ends up: normally it is logged once per place (the app goes on,
 untouched); in **strict mode** (``SYNALINKS_OBS_STRICT=1``, or ``strict_mode(True)``), as
 the project's own test suite runs, it is raised instead, so a broken guard fails a test
-instead of hiding a bug. This module imports only ``os`` and ``sys`` at module level (it
-is reached from start-up code); ``logging`` is imported when first needed.
+instead of hiding a bug. Nothing said carries a credential: every line (``say``,
+``first_line``, and each record of our loggers, through a filter) goes through
+``redaction.scrub`` (URL userinfo, token patterns, secret ``key=value`` pairs, the values
+of secret environment variables). This module imports only ``os`` and ``sys`` at module
+level (it is reached from start-up code); ``logging`` is imported when first needed.
 """
 
 import os
@@ -20,10 +23,41 @@ _said: set = set()
 _strict_override = None  # set by strict_mode(); None: the environment decides
 
 
+def _scrub(text: str) -> str:
+    from synalinks_obs.redaction import scrub
+
+    return scrub(text)
+
+
+class _Scrubber:
+    """A logging filter: the record's message (and traceback) without credentials."""
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+            clean = _scrub(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                import logging
+
+                record.exc_text = _scrub(logging.Formatter().formatException(record.exc_info))
+        except Exception:
+            pass
+        return True
+
+
+_SCRUBBER = _Scrubber()
+
+
 def logger(name: str = ROOT_LOGGER):
+    """Our logger ``name``, its records scrubbed of credentials."""
     import logging
 
-    return logging.getLogger(name)
+    log = logging.getLogger(name)
+    if _SCRUBBER not in log.filters:
+        log.addFilter(_SCRUBBER)
+    return log
 
 
 def forget() -> None:
@@ -51,7 +85,7 @@ class InternalError(RuntimeError):
 def internal_error(where: str, exc: BaseException, log=None) -> None:
     """An error of ours at ``where``: raised in strict mode, else logged once per place."""
     if strict():
-        raise InternalError(f"synalinks-obs internal error in {where}: {exc!r}") from exc
+        raise InternalError(_scrub(f"synalinks-obs internal error in {where}: {exc!r}")) from exc
     key = ("internal", where)
     if key in _said:
         return
@@ -77,7 +111,7 @@ def warn_once(key, message: str, *args, log=None, level: int = 30) -> bool:
 def say(line: str) -> None:
     """One line for the user on stderr (configuration problems, the exit summary)."""
     try:
-        sys.stderr.write(line.rstrip("\n") + "\n")
+        sys.stderr.write(_scrub(line.rstrip("\n")) + "\n")
         sys.stderr.flush()
     except Exception:  # a closed stderr must not break the app
         pass
@@ -94,7 +128,7 @@ def say_once(line: str) -> None:
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (never raises)."""
     try:
-        lines = str(exc).strip().splitlines()
+        lines = _scrub(str(exc)).strip().splitlines()
     except Exception:
         return f"<{type(exc).__name__} with an unprintable message>"
     return lines[0][:limit] if lines else ""

@@ -11,13 +11,16 @@ app: ``load_settings`` reports it in one line and falls back to that setting's d
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from synalinks_obs import reporting
+from synalinks_obs.redaction import DEFAULT_KEYS, DEFAULT_PATTERNS, compile_patterns
 
 ENV_PREFIX = "SYNALINKS_OBS_"
 DEFAULT_EXPERIMENT = "synalinks_traces"
@@ -25,12 +28,14 @@ DEFAULT_EXPERIMENT = "synalinks_traces"
 # otherwise: "build" (that companion), "inline" (the tracing experiment), "off" (none).
 BUILD_SUFFIX = "-build"
 SYMBOLIC_TRACES = ("build", "inline", "off")
-DEFAULT_REDACT_KEYS = ("api_key", "apikey", "authorization", "password", "secret", "token")
+DEFAULT_REDACT_KEYS = DEFAULT_KEYS
+DEFAULT_REDACT_PATTERNS = DEFAULT_PATTERNS
 
-# Settings read from a variable that does not follow the SYNALINKS_OBS_ prefix.
+# Settings read from a variable that does not follow the SYNALINKS_OBS_<FIELD> form.
 _ENV_ALIASES = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "experiment_name": "MLFLOW_EXPERIMENT_NAME",
+    "redact": "SYNALINKS_OBS_REDACTOR",
 }
 
 
@@ -64,7 +69,24 @@ class Settings(BaseSettings):
     )
     redact_keys: str = Field(
         default=",".join(DEFAULT_REDACT_KEYS),
-        description="Comma-separated key fragments whose values are replaced by '[REDACTED]'.",
+        description="Comma-separated key fragments (whole words, any case, singular or plural) "
+        "whose values are stored as '[REDACTED]', in data and in text (key=value).",
+    )
+    redact_patterns: Annotated[list[str], NoDecode] = Field(
+        default=list(DEFAULT_REDACT_PATTERNS),
+        description="Regular expressions of values that are secrets whatever their key (a "
+        "JSON list; the 'default' entry stands for the built-in ones; [] turns them off).",
+    )
+    redact: Callable[[Any], Any] | str | None = Field(
+        default=None,
+        validation_alias="SYNALINKS_OBS_REDACTOR",
+        description="Your mask function, applied to every value before it is stored: a "
+        "callable, or 'package.module:function'.",
+    )
+    log_training_examples: bool = Field(
+        default=True,
+        description="Keep the few-shot examples (taken from the training data) in a run's "
+        "model/state_tree.json (redacted); false leaves them out.",
     )
     sample_rate: float = Field(
         default=1.0, ge=0.0, le=1.0, description="Fraction of top-level calls traced (whole trees)."
@@ -123,6 +145,38 @@ class Settings(BaseSettings):
     def _join_keys(cls, value: Any) -> Any:
         if isinstance(value, (list, tuple, set)):
             return ",".join(str(k) for k in value)
+        return value
+
+    @field_validator("redact_patterns", mode="before")
+    @classmethod
+    def _pattern_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError('use a JSON list of regular expressions, e.g. ["default", "acct-[0-9]{8}"]') from None
+        if isinstance(value, (list, tuple)):
+            expanded = []
+            for item in value:
+                if item == "default":
+                    expanded.extend(DEFAULT_REDACT_PATTERNS)
+                else:
+                    expanded.append(item)
+            return list(dict.fromkeys(expanded))
+        return value
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        import re
+
+        try:
+            compile_patterns(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
         return value
 
     @property
@@ -199,7 +253,8 @@ def load_settings(report=None, **overrides: Any) -> Settings:
                     raise SettingsError(_one_line({**error, "loc": (field,)}, "arg")) from None
                 if field and field not in bad_env:
                     default = Settings.model_fields[field].get_default() if field in Settings.model_fields else None
-                    _report(_one_line({**error, "loc": (field,)}, "env") + f"; using the default {default!r}")
+                    shown = repr(default) if len(repr(default)) <= 80 else "value"
+                    _report(_one_line({**error, "loc": (field,)}, "env") + f"; using the default {shown}")
                     bad_env.add(field)
                     progressed = True
             if not progressed:

@@ -23,7 +23,8 @@ import pytest
 from traces import load_traces, render
 
 DEPLOY = Path(__file__).resolve().parents[2] / "examples" / "deploy"
-COMPOSE_FILES = ("docker-compose.yml", "docker-compose.postgres.yml")
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.postgres.yml", "docker-compose.auth.yml",
+                 "docker-compose.tls-proxy.yml")
 FLUSH_TIMEOUT = 120
 
 
@@ -38,10 +39,17 @@ def server_args(words):
 
 
 def compose_args(name):
+    """The mlflow service's ``mlflow server`` options, its ``MLFLOW_BACKEND_STORE_URI``
+    (where the set-ups keep the database password off the command line) as
+    ``--backend-store-uri``."""
     import yaml
 
     service = yaml.safe_load((DEPLOY / name).read_text())["services"]["mlflow"]
-    return server_args(shlex.split(service["command"]))
+    args = server_args(shlex.split(service["command"]))
+    backend = (service.get("environment") or {}).get("MLFLOW_BACKEND_STORE_URI")
+    if backend and "--backend-store-uri" not in args:
+        args += ["--backend-store-uri", backend]
+    return args
 
 
 def docker_run_args():
@@ -87,7 +95,7 @@ def localized(args, workdir, postgres_uri=None):
 
 
 def test_deploy_files_carry_the_artifact_proxy_options():
-    """All three set-ups proxy artifacts; the docker run script is the sqlite compose."""
+    """Every set-up proxies artifacts; the docker run script is the sqlite compose."""
     run = docker_run_args()
     for args in (run, *(compose_args(name) for name in COMPOSE_FILES)):
         found = options(args)
@@ -97,7 +105,8 @@ def test_deploy_files_carry_the_artifact_proxy_options():
         assert "--no-serve-artifacts" not in found
     assert run == compose_args("docker-compose.yml")
     postgres = options(compose_args("docker-compose.postgres.yml"))
-    assert postgres["--backend-store-uri"].startswith("postgresql://mlflow:mlflow@postgres:5432/")
+    assert postgres["--backend-store-uri"].startswith("postgresql://mlflow:${POSTGRES_PASSWORD:?")
+    assert postgres["--backend-store-uri"].endswith("@postgres:5432/mlflow")
     import yaml
 
     compose = yaml.safe_load((DEPLOY / "docker-compose.postgres.yml").read_text())

@@ -12,7 +12,10 @@ request, ``/health`` included, whose header is not exactly ``Authorization: Bear
 signed by the same CA (mutual TLS; nginx answers 400 without one). Request bodies of any
 size are streamed upstream (``client_max_body_size 0``, no request buffering) and proxy
 timeouts are 10 minutes. When running as root the workers stay root, so they can use
-the 0700 temp dirs. ``unavailable()`` says why nginx cannot run here (no binary:
+the 0700 temp dirs. `server_config` replaces the generated ``server`` block (and the
+token ``map``) with your own text inside ``http { }``, ``{port}`` standing for the free
+port (e.g. the example proxy of examples/deploy/ rendered for a test; `url`'s scheme then
+follows `tls`). ``unavailable()`` says why nginx cannot run here (no binary:
 ``apt-get install nginx``), or None; `NginxProxy` raises `ServiceUnavailable` then, for
 ``skip_or_fail`` (switch ``TEST_REQUIRE_NGINX``).
 """
@@ -60,7 +63,7 @@ class NginxProxy:
 
     def __init__(self, upstream: str, *, tls=None, token: str | None = None,
                  require_client_cert: bool = False, workdir: str | Path | None = None,
-                 extra_server_config: str = ""):
+                 extra_server_config: str = "", server_config: str | None = None):
         reason = unavailable()
         if reason:
             raise ServiceUnavailable(reason, REQUIRE_ENV)
@@ -76,6 +79,7 @@ class NginxProxy:
         self.token = token
         self.require_client_cert = require_client_cert
         self.extra_server_config = extra_server_config
+        self.server_config = server_config
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="synalinks-obs-nginx-"))
         self.conf_path = self.workdir / "nginx.conf"
@@ -106,6 +110,10 @@ class NginxProxy:
                         f'        default 0;\n        "Bearer {self.token}" 1;\n    }}')
             auth = ('if ($bearer_ok = 0) {\n'
                     '            return 401 "missing or wrong bearer token\\n";\n        }')
+        if self.server_config is not None:
+            servers = self.server_config.replace("{port}", str(self.port))
+        else:
+            servers = self._server_block(listen, tls, auth_map, auth)
         return f"""\
 {_user_directive()}
 daemon off;
@@ -132,7 +140,12 @@ http {{
     proxy_request_buffering off;
     proxy_buffering off;
     proxy_http_version 1.1;
-    {auth_map}
+    {servers}
+}}
+"""
+
+    def _server_block(self, listen, tls, auth_map, auth) -> str:
+        return f"""{auth_map}
     server {{
         {listen}
         {tls}
@@ -145,9 +158,7 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
-    }}
-}}
-"""
+    }}"""
 
     def _listening(self) -> bool:
         try:

@@ -56,38 +56,63 @@ def resolve_target(tracking_uri=None, experiment_name=None) -> Target:
 
 
 def identity(uri: str) -> str:
-    """Which credentials MLflow's client sends to ``uri`` (never the secret itself)."""
+    """Which credentials MLflow's client sends to ``uri`` and how TLS is checked (never a
+    secret itself)."""
     try:
         from synalinks_obs.compat import mlflow as mlflow_compat
 
         creds = mlflow_compat.host_creds(uri)
     except Exception:
         return "credentials unknown"
-    if getattr(creds, "username", None):
-        return f"as user {creds.username!r} (MLFLOW_TRACKING_USERNAME)"
-    if getattr(creds, "token", None):
-        return "with a bearer token (MLFLOW_TRACKING_TOKEN)"
-    return "without credentials"
+    from urllib.parse import urlsplit
+
+    username = getattr(creds, "username", None)
+    if username and getattr(creds, "password", None):
+        who = f"as user {username!r} (MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)"
+    elif getattr(creds, "token", None):
+        who = "with a bearer token (MLFLOW_TRACKING_TOKEN)"
+    elif getattr(creds, "auth", None):
+        who = f"with the {creds.auth!r} request-auth plugin (MLFLOW_TRACKING_AUTH)"
+    elif urlsplit(uri).username:
+        who = f"as user {urlsplit(uri).username!r} (from the URI)"
+    elif username:
+        who = (f"without credentials (MLFLOW_TRACKING_USERNAME={username!r} is set but "
+               "MLFLOW_TRACKING_PASSWORD is not)")
+    else:
+        who = "without credentials"
+    if getattr(creds, "client_cert_path", None):
+        who += ", with a client certificate (MLFLOW_TRACKING_CLIENT_CERT_PATH)"
+    if uris.scheme(uri) == "https":
+        if getattr(creds, "ignore_tls_verification", False):
+            who += "; TLS certificate NOT verified (MLFLOW_TRACKING_INSECURE_TLS=true)"
+        elif getattr(creds, "server_cert_path", None):
+            who += f"; TLS verified with {creds.server_cert_path} (MLFLOW_TRACKING_SERVER_CERT_PATH)"
+        else:
+            who += "; TLS verified with the system's CA certificates"
+    return who
 
 
 def check_health(target: Target, timeout: float) -> Check:
     if not target.is_server:
         return Check("server health", True,
                      f"no server to check: {uris.display(target.tracking_uri)} is a local store")
+    sent = identity(target.tracking_uri)
     try:
         health.probe(target.tracking_uri, timeout)
     except health.StoreRejected as exc:
-        return Check("server health", False, f"{exc}; sent {identity(target.tracking_uri)}",
-                     "set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN "
-                     "to an account the server accepts")
+        fix = ("set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN "
+               "to an account the server accepts" if "HTTP 401" in str(exc) else
+               "ask the server's admin for permission (EDIT on the experiment), or use another account")
+        return Check("server health", False, f"{exc}; sent {sent}", fix)
     except health.StoreUnavailable as exc:
         fix = ("set MLFLOW_TRACKING_SERVER_CERT_PATH (or MLFLOW_TRACKING_INSECURE_TLS=true)"
                if "TLS" in str(exc) else
                "start the server (examples/deploy/) and check the URI, host and port; from a "
                "container use the service name, not localhost")
-        return Check("server health", False, str(exc), fix)
+        return Check("server health", False, f"{exc}; sent {sent}", fix)
     return Check("server health", True,
-                 f"GET {uris.display(target.tracking_uri)}/health -> 200, {identity(target.tracking_uri)}")
+                 f"GET {uris.display(target.tracking_uri)}/health -> 200, authenticated read -> "
+                 f"200, sent {sent}")
 
 
 class StoreSession:
@@ -132,6 +157,18 @@ def check_store(target: Target, store: StoreSession | None) -> Check:
     return Check("tracking store", True, f"{where}: experiment {state}")
 
 
+def _refused(target: Target, exc: BaseException, name: str = "trace write") -> Check | None:
+    """The check's line when the server refused the request (401/403), else None."""
+    refused = health.rejection(target.tracking_uri, exc) if target.is_server else None
+    if refused is None:
+        return None
+    fix = ("ask the server's admin for EDIT permission on the experiment, or use another "
+           "experiment (--experiment-name) or account" if "HTTP 403" in str(refused) else
+           "set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN "
+           "to an account the server accepts")
+    return Check(name, False, f"{refused}; sent {identity(target.tracking_uri)}", fix)
+
+
 def _scratch_wire():
     """One span, as the exporter would hand it to the store."""
     import random
@@ -169,6 +206,9 @@ def check_trace_write(store: StoreSession) -> Check:
             return Check(name, False, f"trace {wire.trace_id} written but not readable back",
                          "check the server's log; the backend store may be read-only or full")
     except Exception as exc:
+        refused = _refused(store.target, exc)
+        if refused is not None:
+            return refused
         return Check(name, False, f"writing a span failed ({type(exc).__name__}: {reporting.first_line(exc)})",
                      "check the server's log and version: a server must accept log_spans "
                      "(README, Compatibility)")
@@ -235,6 +275,9 @@ def check_artifacts(store: StoreSession, timeout: float) -> Check:
         return Check(name, False, f"upload failed: PermissionError: {exc} (the client tried to write "
                      "to the server's disk itself: no artifact proxy)", PROXY_FIX)
     except Exception as exc:
+        refused = _refused(target, exc, name)
+        if refused is not None:
+            return refused
         return Check(name, False, f"upload to a scratch run failed ({type(exc).__name__}: "
                      f"{reporting.first_line(exc)})",
                      PROXY_FIX + "; and check the server can write to --artifacts-destination")

@@ -221,6 +221,31 @@ def load(tracking_uri, experiment_name, last, since_ms=None, symbolic=False):
     return list(reversed(found))
 
 
+def _read_problem(tracking_uri):
+    """A server's problem in one line (down, TLS, credentials refused), or None; asked
+    first so that a server that is down fails at once, not after MLflow's retries."""
+    from synalinks_obs import uris
+    from synalinks_obs.store import health
+
+    if not uris.is_http(tracking_uri):
+        return None
+    try:
+        health.probe(tracking_uri)
+    except health.StoreUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _failure(tracking_uri, exc):
+    from synalinks_obs import reporting, uris
+    from synalinks_obs.store import health
+
+    refused = health.rejection(tracking_uri, exc) if uris.is_http(tracking_uri) else None
+    if refused is not None:
+        return str(refused)
+    return f"cannot read {uris.display(tracking_uri)} ({type(exc).__name__}: {reporting.first_line(exc)})"
+
+
 def _console():
     """A console for stdout: colours on a terminal only; piped output is never wrapped."""
     from rich.console import Console
@@ -245,7 +270,15 @@ def main(argv=None):
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    traces = load(tracking_uri, experiment_name, args.last, args.since_ms, args.symbolic)
+    problem = _read_problem(tracking_uri)
+    if problem is None:
+        try:
+            traces = load(tracking_uri, experiment_name, args.last, args.since_ms, args.symbolic)
+        except Exception as exc:
+            problem = _failure(tracking_uri, exc)
+    if problem is not None:
+        print(f"synalinks-obs traces: {problem}", file=sys.stderr)
+        return 1
     if traces is None:
         print(f"No experiment {experiment_name!r} in {shown_uri}.", file=sys.stderr)
         return 1

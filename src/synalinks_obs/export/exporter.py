@@ -30,9 +30,9 @@ import time
 from synalinks_obs import reporting, uris
 from synalinks_obs.export.sinks import Sinks
 from synalinks_obs.export.wire import record_to_wire
-from synalinks_obs.redaction import redactor_for
+from synalinks_obs.masking import policy_for
 from synalinks_obs.store.experiments import resolve_experiment
-from synalinks_obs.store.health import StoreUnavailable, probe
+from synalinks_obs.store.health import StoreUnavailable, probe, rejection
 
 BATCH_SIZE = 2_000  # queued records that wake the exporter thread before its interval
 RESOLVE_RETRY_AFTER = 30.0  # seconds before an experiment that failed to resolve is retried
@@ -142,7 +142,8 @@ class Exporter:
             found = resolve_experiment(uri, destination.experiment_name)
         except Exception as exc:
             self._resolve_failed[key] = (time.monotonic() + RESOLVE_RETRY_AFTER, exc)
-            why = str(exc) if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: {reporting.first_line(exc)}"
+            known = exc if isinstance(exc, StoreUnavailable) else rejection(uri, exc)
+            why = str(known) if known is not None else f"{type(exc).__name__}: {reporting.first_line(exc)}"
             reporting.warn_once(
                 ("resolve", key),
                 "synalinks-obs: cannot resolve the experiment %r in %s (%s); the app's own "
@@ -256,7 +257,7 @@ class Exporter:
         if sink is None:
             return
         settings = self.settings
-        redactor = redactor_for(settings.redact_key_fragments)
+        redactor = policy_for(settings)
         while queue:
             groups: dict = {}
             count = 0
@@ -296,6 +297,13 @@ class Exporter:
         elif kind == "problem":
             self.last_problem = args[0]
             _log.info("synalinks-obs: %s; spans are kept and retried", args[0])
+        elif kind == "rejected":  # 401/403: retrying with the same credentials cannot help
+            self.last_problem = args[0]
+            reporting.warn_once(
+                ("rejected", args[0]),
+                "synalinks-obs: %s; spans to it are dropped (asked again once a minute)",
+                args[0], log=_log,
+            )
         elif kind == "warning":
             reporting.warn_once(("sink warning", args[0]), "synalinks-obs: %s", args[0], log=_log)
 

@@ -42,6 +42,7 @@ class LocalSink:
 
     def __init__(self, max_spans: int, notify):
         self.writer = Writer(max_spans, notify=notify)
+        self._credentials = protocol.tracking_environment()
 
     @property
     def exported(self) -> int:
@@ -52,6 +53,10 @@ class LocalSink:
         return self.writer.dropped
 
     def send(self, destination, wires) -> None:
+        credentials = protocol.tracking_environment()
+        if credentials != self._credentials:  # rotated: refused stores are asked again
+            self._credentials = credentials
+            self.writer.forget_rejections()
         self.writer.add(destination, len(wires), wires)
 
     def pump(self):
@@ -77,6 +82,7 @@ class ProcessSink:
         self.settings = settings
         self.notify = notify
         self.process = None
+        self._credentials = None  # the MLFLOW_TRACKING_* values the process has
         self.sent = 0
         self.exported = 0
         self.dropped: collections.Counter = collections.Counter()
@@ -95,6 +101,7 @@ class ProcessSink:
         settings = self.settings
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
+        self._credentials = protocol.tracking_environment()  # what the process starts with
         env["SYNALINKS_OBSERVABILITY"] = "0"  # the writer itself is never traced
         env.pop("_SYNALINKS_OBS_RUN", None)
         # Our own health probe and backoff replace MLflow's retry policy (minutes long):
@@ -182,6 +189,10 @@ class ProcessSink:
 
     def send(self, destination, wires) -> None:
         payload = pickle.dumps(wires, protocol=pickle.HIGHEST_PROTOCOL)
+        credentials = protocol.tracking_environment()
+        if credentials != self._credentials:  # rotated by the app since the last batch
+            self._write(("credentials", credentials))
+            self._credentials = credentials
         self._write(("spans", destination, len(wires), payload))
         self.sent += len(wires)
 

@@ -14,8 +14,8 @@ import traceback
 from typing import NamedTuple
 
 from synalinks_obs.export import span_io
-from synalinks_obs.export.payloads import materialize, to_json
-from synalinks_obs.redaction import redactor_for
+from synalinks_obs.export.payloads import mask_text, masker_for, materialize, remember, to_json
+from synalinks_obs.masking import Policy, policy_for
 
 
 class Wire(NamedTuple):
@@ -88,11 +88,17 @@ def _safe_str(error: BaseException) -> str:
 
 
 def record_to_wire(record, settings, redactor=None) -> Wire:
-    """The ``Wire`` of a finished record."""
-    if redactor is None:
-        redactor = redactor_for(settings.redact_key_fragments)
+    """The ``Wire`` of a finished record.
+
+    ``redactor``: the ``masking.Policy`` of ``settings`` (made when not given). Every
+    text stored goes through the record's ``Masker`` (``export.payloads.masker_for``):
+    payloads, LM messages and choices, the exception's message and stack, the LM error.
+    """
+    policy = redactor if isinstance(redactor, Policy) else policy_for(settings)
+    masker = masker_for(record, policy)
     trace = record.trace
     usage, lm_error = _plain_usage(record.usage)
+    inputs_json, outputs_json = _payloads(record, settings, masker, lm_error)
     error = record.error
     error_info = None
     if error is not None:
@@ -100,8 +106,9 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
             stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         except Exception:
             stack = ""
-        error_info = (type(error).__name__, _safe_str(error), stack[-8000:])
-    inputs_json, outputs_json = _payloads(record, settings, redactor, lm_error)
+        error_info = (type(error).__name__, mask_text(_safe_str(error), masker), mask_text(stack[-8000:], masker))
+    lm_error = mask_text(lm_error, masker)
+    remember(record, masker)
     return Wire(
         trace.otel_trace_id,
         trace.trace_id,

@@ -1,12 +1,16 @@
 """The exporter process's wire protocol: frames of a 4-byte big-endian length and a pickle.
 
-The app sends ``("spans", destination, count, pickled_wires)`` and, at exit,
-``("close", seconds)`` (how long the last writes may take); EOF on the process's stdin
-means "finish and exit". The process answers on the file descriptor given as its first
+The app sends ``("spans", destination, count, pickled_wires)``, before them
+``("credentials", {name: value})`` when its ``MLFLOW_TRACKING_*`` variables changed since
+the last batch (``tracking_environment``: a token or password the app rotates reaches
+the writes, as it reaches MLflow's own client in the app), and, at exit, ``("close",
+seconds)`` (how long the last writes may take); EOF on the process's stdin means "finish
+and exit". The process answers on the file descriptor given as its first
 argument with ``("hello", pid)`` once MLflow is imported, ``("done", exported,
 {reason: dropped}, held)`` after every write (``held``: spans waiting for a store that
 is failing), ``("experiment", key, experiment_id)`` when it resolved one,
-``("problem", text)`` when the store starts failing, ``("warning", text)``, and
+``("problem", text)`` when the store starts failing, ``("rejected", text)`` when it
+refuses the credentials, ``("warning", text)``, and
 ``("bye", ...)`` as its last word.
 """
 
@@ -17,6 +21,19 @@ import pickle
 import struct
 
 HEADER = struct.Struct(">I")
+TRACKING_PREFIX = "MLFLOW_TRACKING_"
+
+
+def tracking_environment() -> dict:
+    """The ``MLFLOW_TRACKING_*`` variables of this process (credentials, TLS, auth)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(TRACKING_PREFIX)}
+
+
+def apply_tracking_environment(values: dict) -> None:
+    """Make this process's ``MLFLOW_TRACKING_*`` variables exactly ``values``."""
+    for name in [k for k in os.environ if k.startswith(TRACKING_PREFIX) and k not in values]:
+        del os.environ[name]
+    os.environ.update(values)
 
 
 def read_frame(stream):

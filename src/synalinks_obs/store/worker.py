@@ -31,6 +31,11 @@ def main(argv=None) -> int:
         os.nice(10)
     except OSError:
         pass
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() in ("true", "1"):
+        # Chosen by the user (and shown by `doctor`): not one urllib3 warning per request.
+        import warnings
+
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     # Ctrl-C reaches the whole process group: the app decides when we stop (EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
@@ -92,6 +97,9 @@ def main(argv=None) -> int:
             if kind == "spans":
                 _, destination, count, payload = message
                 writer.add(destination, count, payload)
+            elif kind == "credentials":  # the app's MLFLOW_TRACKING_* changed
+                protocol.apply_tracking_environment(message[1])
+                writer.forget_rejections()
             elif kind == "close":  # the app is exiting: how long the last writes may take
                 exit_budget = float(message[1])
         if closing or stop.is_set() or os.getppid() != parent:

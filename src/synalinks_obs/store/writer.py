@@ -11,6 +11,9 @@ down, failing or slow:
   writing after a failure, then our own backoff (0.5 s doubling up to 5 s) instead of
   MLflow's long retry policy; a batch that still fails when the store looks healthy is
   retried a few times, then dropped (counted, with the reason);
+- a store that refuses our credentials (401/403, ``store.health.StoreRejected``) is not
+  asked again for ``REJECTED_RETRY_AFTER`` seconds: its spans are dropped at once with
+  the reason (one line naming the variables to fix), never retried in a loop;
 - at the end (``drain``) what cannot be written before the deadline is dropped with the
   reason, and a store already known to be down is not waited for.
 
@@ -27,23 +30,25 @@ import time
 from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.store.experiments import resolve_experiment
-from synalinks_obs.store.health import PROBE_TIMEOUT, StoreUnavailable, probe
+from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
 from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
+REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
 
 
 class _StoreState:
-    __slots__ = ("healthy", "failures", "next_try", "reason")
+    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until")
 
     def __init__(self):
         self.healthy = False  # a probe (http) or a write succeeded since the last failure
         self.failures = 0
         self.next_try = 0.0
         self.reason = ""
+        self.rejected_until = 0.0  # refused our credentials: spans are dropped until then
 
 
 class _Chunk:
@@ -86,6 +91,10 @@ class Writer:
 
     # -- intake -------------------------------------------------------------------------
     def add(self, destination, count: int, payload) -> None:
+        state = self._stores.get(destination.tracking_uri)
+        if state is not None and time.monotonic() < state.rejected_until:
+            self._drop(count, state.reason)
+            return
         if self.pending + count > self.max_spans:
             self._drop(count, self._full_reason(destination))
             return
@@ -148,12 +157,34 @@ class Writer:
             self._notify("problem", reason)
         return was_healthy
 
+    def _rejected(self, uri, refused: StoreRejected, batch, count) -> None:
+        """The store refused our credentials: drop what goes there, ask again later."""
+        state = self._state(uri)
+        state.healthy = False
+        state.failures += 1
+        state.rejected_until = time.monotonic() + REJECTED_RETRY_AFTER
+        reason = str(refused)
+        if reason != state.reason:
+            state.reason = reason
+            self._notify("rejected", reason)
+        self._done_with(batch, count, reason)
+        self._drop_destination_uri(uri, reason)
+
+    def forget_rejections(self) -> None:
+        """New credentials: stores that refused the old ones are asked again at once."""
+        for state in self._stores.values():
+            if state.rejected_until:
+                state.rejected_until = 0.0
+                state.healthy = False
+                state.reason = ""
+
     def _ok(self, uri) -> None:
         state = self._state(uri)
         state.healthy = True
         state.failures = 0
         state.next_try = 0.0
         state.reason = ""
+        state.rejected_until = 0.0
 
     def _client(self, tracking_uri):
         client = self._clients.get(tracking_uri)
@@ -173,6 +204,9 @@ class Writer:
             first = self._chunks.popleft()
             destination = first.destination
             state = self._state(destination.tracking_uri)
+            if now < state.rejected_until:
+                self._done_with([first], first.count, state.reason)
+                continue
             if now < state.next_try:
                 blocked.append(first)
                 delay = state.next_try - now
@@ -205,6 +239,10 @@ class Writer:
             spans = [wire_to_span(wire) for wire in wires]
             self._client(uri).log_spans(experiment_id, spans)
         except Exception as exc:
+            refused = rejection(uri, exc) if uris.is_http(uri) else None
+            if refused is not None:
+                self._rejected(uri, refused, batch, count)
+                return True
             was_healthy = self._failed(uri, exc)
             if isinstance(exc, StoreUnavailable) or not was_healthy and uris.is_http(uri):
                 return False  # the store is down: keep the batch for later
@@ -257,7 +295,9 @@ class Writer:
         (unless ``wait_for_down_stores``)."""
         if not wait_for_down_stores:
             for uri, state in list(self._stores.items()):
-                if not state.healthy and state.failures and uris.is_http(uri):
+                if time.monotonic() < state.rejected_until:
+                    self._drop_destination_uri(uri, state.reason)
+                elif not state.healthy and state.failures and uris.is_http(uri):
                     try:
                         probe(uri, timeout=min(PROBE_TIMEOUT, max(0.1, deadline - time.monotonic())))
                         state.next_try = 0.0

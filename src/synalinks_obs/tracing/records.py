@@ -57,7 +57,7 @@ class TraceRecord:
 
     __slots__ = (
         "otel_trace_id", "trace_id", "destination", "origin", "kind", "sampled", "registered",
-        "foreign", "tracer",
+        "foreign", "tracer", "secrets",
     )
 
     def __init__(
@@ -77,6 +77,9 @@ class TraceRecord:
         self.tracer = tracer  # the Tracer that ends the trace's records
         self.registered = False
         self.foreign = foreign
+        # Values met under secret keys in the trace's records so far (exporter thread):
+        # masked wherever else they appear in the trace (export.payloads).
+        self.secrets = set()
 
 
 class CallRecord:
@@ -86,7 +89,7 @@ class CallRecord:
         "trace", "span_id", "parent_span_id", "parent", "call_id", "parent_call_id",
         "module_class", "module_name", "description", "span_type", "symbolic",
         "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error", "cost", "usage",
-        "model", "module_id", "tokens", "usage_getter", "usage_before",
+        "model", "module_id", "tokens", "usage_getter", "usage_before", "secrets",
     )
 
     def __init__(self, trace):
@@ -100,6 +103,7 @@ class CallRecord:
         self.end_ns = None
         self.tokens = None
         self.usage_getter = None
+        self.secrets = None  # set on the exporter thread (export.payloads.masker_for)
 
     @property
     def name(self) -> str:

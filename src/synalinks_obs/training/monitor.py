@@ -20,6 +20,10 @@ opens one MLflow run per ``fit()`` and logs:
 - **tags**: yours, plus ``synalinks.program``, ``synalinks.run_type`` and the usual
   ``mlflow.source.*`` / ``mlflow.user``.
 
+Params, tags and artifacts are masked like spans (``training.privacy``): secret keys,
+credential patterns, the user's redact function; the few-shot examples of the state tree
+can be left out (``log_training_examples=False``).
+
 The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted. A
 standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
 
@@ -54,7 +58,7 @@ from synalinks_obs.store import health
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.tracing import context
 from synalinks_obs.tracing.records import Destination
-from synalinks_obs.training import autolog
+from synalinks_obs.training import autolog, privacy
 from synalinks_obs.training.plot import render_png, render_svg, render_text
 from synalinks_obs.training.program import (
     describe_program,
@@ -92,6 +96,7 @@ class _Run:
         self.artifacts_failed = False
         self.broken = False  # the store failed a call: nothing more is sent for this run
         self.last_step = 0
+        self.policy = privacy.current_policy()  # how params, tags and artifacts are masked
 
 
 class Monitor(Callback):
@@ -110,6 +115,9 @@ class Monitor(Callback):
         log_program_model (bool): log ``model/state_tree.json`` and
             ``model/model_info.json`` at the end of training (default True).
         tags (dict): extra run tags (default ``{}``).
+        log_training_examples (bool): keep the few-shot examples (taken from the training
+            data, masked) in ``model/state_tree.json`` (default: the
+            ``log_training_examples`` setting, true).
     """
 
     # Our batch handlers are thread-safe: Synalinks may dispatch them on its executor.
@@ -125,6 +133,7 @@ class Monitor(Callback):
         log_program_plot=True,
         log_program_model=True,
         tags=None,
+        log_training_examples=None,
     ):
         super().__init__()
         self.experiment_name = experiment_name
@@ -135,6 +144,7 @@ class Monitor(Callback):
         self.log_program_plot = bool(log_program_plot)
         self.log_program_model = bool(log_program_model)
         self.tags = dict(tags or {})
+        self.log_training_examples = None if log_training_examples is None else bool(log_training_examples)
         self.autolog = False  # True for the Monitor autolog adds
         self.run_id = None  # id of the last run this Monitor opened
         self._run: _Run | None = None
@@ -223,7 +233,7 @@ class Monitor(Callback):
             run.client.set_tag,
             run.run_id,
             "synalinks.error",
-            f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__,
+            privacy.text(run.policy, f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__),
         )
         self._end_run("FAILED")
 
@@ -237,7 +247,7 @@ class Monitor(Callback):
             self._warn(
                 "start",
                 f"synalinks-obs: cannot start the MLflow run for {kind} "
-                f"({type(exc).__name__}: {reporting.first_line(exc)}); training goes on unlogged",
+                f"({_why(self._tracking_uri(), exc)}); training goes on unlogged",
             )
             return False
         self.run_id = self._run.run_id
@@ -252,11 +262,7 @@ class Monitor(Callback):
 
         program = self.program
         name = program_name(program)
-        tracer = RUNTIME.tracer
-        if self.tracking_uri or tracer is None:
-            tracking_uri = uris.resolve(self.tracking_uri).uri
-        else:  # the store tracing writes to
-            tracking_uri = tracer.destination.tracking_uri
+        tracking_uri = self._tracking_uri()
         if uris.is_http(tracking_uri):
             health.probe(tracking_uri)  # fail fast: MLflow's own client retries for minutes
         experiment_name = self.experiment_name or name
@@ -275,6 +281,7 @@ class Monitor(Callback):
         if description:
             tags["synalinks.program_description"] = description[:5000]
         tags.update({str(k): str(v) for k, v in self.tags.items()})
+        tags = privacy.params(privacy.current_policy(), tags)
         active = mlflow.active_run()
         if active is not None and active.info.experiment_id == experiment_id and (
             uris.same_store(mlflow.get_tracking_uri(), tracking_uri)
@@ -283,6 +290,12 @@ class Monitor(Callback):
         client = MlflowClient(tracking_uri)
         run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags))
         return _Run(client, run, tracking_uri, experiment_name, kind)
+
+    def _tracking_uri(self) -> str:
+        tracer = RUNTIME.tracer
+        if self.tracking_uri or tracer is None:
+            return uris.resolve(self.tracking_uri).uri
+        return tracer.destination.tracking_uri  # the store tracing writes to
 
     def _activate_traces(self, run: _Run) -> None:
         """Send the traces of calls made from now on to the run (this task, then any thread)."""
@@ -336,6 +349,7 @@ class Monitor(Callback):
             if value is None or isinstance(value, (str, bool, numbers.Number)):
                 params[str(key)] = value
         params.update(program_params(self.program))
+        params = privacy.params(self._run.policy, params)
         batch = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
         if batch:
             self._run.client.log_batch(self._run.run_id, params=batch)
@@ -373,7 +387,7 @@ class Monitor(Callback):
         if program is None:
             return
         name = _file_name(program_name(program))
-        description = describe_program(program)
+        description = self._run.policy.value(describe_program(program))
         with tempfile.TemporaryDirectory(prefix="synalinks-obs-plot-") as folder:
             _write(os.path.join(folder, f"{name}.txt"), render_text(description))
             _write(os.path.join(folder, f"{name}.svg"), render_svg(description))
@@ -384,8 +398,11 @@ class Monitor(Callback):
         program = self.program
         if program is None:
             return
-        state = program_state(program)
-        info = model_info(program, self._run.run_id if self._run else None)
+        keep = self.log_training_examples
+        if keep is None:
+            keep = privacy.current_settings().log_training_examples
+        state = privacy.state_tree(self._run.policy, program_state(program), keep)
+        info = self._run.policy.value(model_info(program, self._run.run_id if self._run else None))
         with tempfile.TemporaryDirectory(prefix="synalinks-obs-model-") as folder:
             _write(os.path.join(folder, "state_tree.json"), _dumps(state))
             _write(os.path.join(folder, "model_info.json"), _dumps(info))
@@ -416,9 +433,9 @@ class Monitor(Callback):
             run.broken = True
             self._warn(
                 "store",
-                f"synalinks-obs: the tracking store at {run.tracking_uri} failed while "
-                f"logging {what} of run {run.run_id} ({type(exc).__name__}: "
-                f"{reporting.first_line(exc)}); the rest of this run is not logged, training goes on",
+                f"synalinks-obs: the tracking store at {uris.display(run.tracking_uri)} failed while "
+                f"logging {what} of run {run.run_id} ({_why(run.tracking_uri, exc)}); the rest "
+                "of this run is not logged, training goes on",
             )
             return None
 
@@ -447,7 +464,7 @@ def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
     if remote and artifact_scheme in ("", "file"):
         return (
             f"synalinks-obs: cannot upload the artifacts of run {run.run_id} ({error}). "
-            f"The MLflow server at {run.tracking_uri} gave this run the artifact location "
+            f"The MLflow server at {uris.display(run.tracking_uri)} gave this run the artifact location "
             f"{run.artifact_uri!r}, a path on the server's disk, because it does not proxy "
             "artifacts: restart it with `--serve-artifacts --default-artifact-root "
             "mlflow-artifacts:/ --artifacts-destination DIR`. Training goes on; this run "
@@ -457,6 +474,17 @@ def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
         f"synalinks-obs: cannot upload the artifacts of run {run.run_id} to "
         f"{run.artifact_uri} ({error}); training goes on, this run gets no artifacts"
     )
+
+
+def _why(tracking_uri, exc: BaseException) -> str:
+    """Why a store call failed, in words: a refusal (401/403) or a probe's own line says
+    what to fix; anything else is the error's first line."""
+    known = exc if isinstance(exc, health.StoreUnavailable) else None
+    if known is None and uris.is_http(tracking_uri):
+        known = health.rejection(tracking_uri, exc)
+    if known is not None:
+        return str(known)
+    return f"{type(exc).__name__}: {reporting.first_line(exc)}"
 
 
 def _numeric(logs) -> dict:

@@ -37,10 +37,14 @@ def test_secret_looking_keys_are_redacted(key):
 
 
 @pytest.mark.parametrize(
-    "key", ["max_tokens", "input_tokens", "total_tokens", "tokenizer", "keyword", "author", "passage"]
+    "key, value",
+    [("max_tokens", 256), ("input_tokens", 12), ("total_tokens", 3), ("token_count", 7),
+     ("tokenizer", "bpe"), ("keyword", "x"), ("author", "Ada"), ("passage", "text"),
+     ("authors", ["Ada"]), ("secretary", "Bob")],
 )
-def test_ordinary_keys_are_kept(key):
-    assert not DEFAULT.is_secret(key)
+def test_ordinary_keys_are_kept(key, value):
+    assert not DEFAULT.is_secret(key, value)
+    assert materialize({key: value}, DEFAULT) == {key: value}
 
 
 def test_redaction_reaches_nested_values_and_lists():
