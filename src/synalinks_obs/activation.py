@@ -113,7 +113,9 @@ def _start() -> None:
     setting = "--tracking-uri" if RUNTIME.source == "run" and resolution.source == "explicit" else (
         "tracking_uri" if resolution.source == "explicit" else "MLFLOW_TRACKING_URI"
     )
-    problem = uris.file_store_problem(resolution.uri, setting)
+    from synalinks_obs.store.local_access import sqlite_store_problem
+
+    problem = uris.file_store_problem(resolution.uri, setting) or sqlite_store_problem(resolution.uri, setting)
     if problem is not None:
         reporting.say_once(problem)
         RUNTIME.settings = None

@@ -21,6 +21,7 @@ when that process cannot be used.
 from __future__ import annotations
 
 import collections
+import contextlib
 import pickle
 import time
 
@@ -34,6 +35,23 @@ from synalinks_obs.store.schema_lock import guard_schema_setup
 BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
+SCHEMA_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables..."
+
+
+@contextlib.contextmanager
+def _quiet_schema_setup():
+    """MLflow logs two INFO lines on stderr when it creates a new database's tables: not
+    the app's output when it is our writer that opens the store (the app's own MLflow
+    calls, outside this block, log as usual)."""
+    import logging
+
+    logger = logging.getLogger(SCHEMA_LOGGER)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _StoreState:
@@ -110,7 +128,8 @@ class Writer:
         found = self._experiment_ids.get(key)
         if found is None:
             self._check_store(destination.tracking_uri)
-            found = resolve_experiment(*key)
+            with _quiet_schema_setup():  # the first call opens (creates) the store
+                found = resolve_experiment(*key)
             self._experiment_ids[key] = found
             self._notify("experiment", key, found)
         return found
@@ -159,7 +178,8 @@ class Writer:
         client = self._clients.get(tracking_uri)
         if client is None:
             guard_schema_setup()
-            client = mlflow_compat.tracing_client(tracking_uri)
+            with _quiet_schema_setup():
+                client = mlflow_compat.tracing_client(tracking_uri)
             self._clients[tracking_uri] = client
         return client
 
