@@ -34,8 +34,8 @@ from dataclasses import asdict
 from synalinks_obs import uris
 from synalinks_obs.cli import checks, store_checks
 from synalinks_obs.cli.checks import Check
-from synalinks_obs.store.local_access import sqlite_store_problem
 from synalinks_obs.settings import DEFAULT_EXPERIMENT
+from synalinks_obs.store.local_access import sqlite_store_problem
 
 _FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 

@@ -111,6 +111,14 @@ class Exporter:
                 self.state = State.IDLE
                 self._thread = None
 
+    def prestart(self, tracking_uri: str, experiment_name: str) -> None:
+        """Start the exporter process now and have it open the store (start-up activation,
+        before the first span: see ``activation._prestart_exporter``)."""
+        with self._lock:
+            if self._thread is not None or self.state is not State.IDLE:
+                return
+            self.sinks.start_process_now(tracking_uri, experiment_name)
+
     def known_experiment_id(self, destination) -> str | None:
         """The experiment id of a destination if already resolved (never blocks)."""
         if destination.experiment_id:

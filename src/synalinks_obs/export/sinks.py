@@ -6,11 +6,14 @@
   pipe for its answers, read without blocking.
 - ``LocalSink``: the same ``store.writer.Writer`` inside the exporter thread, for short
   scripts, ``SYNALINKS_OBS_EXPORT_PROCESS=0``, or when the process cannot be used.
-- ``Sinks``: which one is used now. The process is started once an app has kept
-  producing spans for ``PROCESS_AFTER`` seconds (a short script is better served by
-  writing its few spans from the thread than by a second interpreter importing MLflow,
-  ~2.5 s of CPU); while it starts, records wait unless they cannot; if it dies, what it
-  held is counted and the thread writes locally from then on.
+- ``Sinks``: which one is used now. With start-up activation (or ``enable()`` before
+  ``import synalinks``) the process is started when the app starts importing Synalinks
+  and opens the store meanwhile (``start_process_now``), so a short script's exit only
+  waits for its last spans; otherwise it is started once an app has kept producing
+  spans for ``PROCESS_AFTER`` seconds (a short script is then better served by writing
+  its few spans from the thread than by a second interpreter importing MLflow, ~2.5 s
+  of CPU). While it starts, records wait unless they cannot; if it dies, what it held
+  is counted and the thread writes locally from then on.
 """
 
 from __future__ import annotations
@@ -185,6 +188,10 @@ class ProcessSink:
         self._write(("spans", destination, len(wires), payload))
         self.sent += len(wires)
 
+    def warm(self, tracking_uri: str, experiment_name: str) -> None:
+        """Ask the process to open the store and resolve the experiment before any span."""
+        self._write(("warm", tracking_uri, experiment_name))
+
     def idle(self) -> bool:
         if self.finished:
             return True
@@ -193,7 +200,7 @@ class ProcessSink:
     def close(self, deadline) -> None:
         """No more spans: tell the process how long it may take, then EOF."""
         if self.sent == 0:  # nothing of ours in it: no reason to wait for it
-            self.abandon()
+            self.detach()
             return
         try:
             left = deadline - time.monotonic()
@@ -221,6 +228,19 @@ class ProcessSink:
             self.process.wait(max(0.05, deadline - time.monotonic()))
         except Exception:
             pass
+
+    def detach(self) -> None:
+        """Leave a process that holds no span of ours without waiting for it: EOF, and it
+        exits by itself once what it is doing is done (never killed while it may be
+        creating a new database's schema)."""
+        for close in (self._socket.close, lambda: os.close(self.ack_fd)):
+            try:
+                close()
+            except Exception:
+                pass
+        self.finished = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.returncode = 0  # not waited for: no "still running" warning
 
     def abandon(self) -> int:
         """Stop the process now; the number of spans it had not written yet."""
@@ -287,6 +307,19 @@ class Sinks:
     def wait_fds(self) -> list:
         process = self.process
         return [process.ack_fd] if process is not None and not process.finished else []
+
+    def start_process_now(self, tracking_uri: str, experiment_name: str) -> None:
+        """Start the exporter process at once and have it open the store (start-up)."""
+        if self.process_tried or self.mlflow_unsafe or not self.settings.export_process:
+            return
+        self.process_tried = True
+        try:
+            sink = ProcessSink(self.settings, self.notify)
+            if sink.start():
+                self.process = sink
+                sink.warm(tracking_uri, experiment_name)
+        except Exception as exc:
+            _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
 
     def maybe_start_process(self, queued: int, batch_size: int) -> None:
         """Start the exporter process once spans have kept coming for a while."""

@@ -33,6 +33,14 @@ def _writable_dir(directory: str) -> bool:
     return os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
 
 
+def _not_writable(what: str, path: str) -> str:
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    return f"{what} is on a read-only file system" if read_only else f"{what} is not writable by this user"
+
+
 def sqlite_reason(path: str) -> str | None:
     """Why the sqlite database ``path`` cannot be opened for writing; None if it can."""
     directory = os.path.dirname(path)
@@ -40,9 +48,9 @@ def sqlite_reason(path: str) -> str | None:
         return f"{path} is a directory"
     if os.path.exists(path):
         if not os.access(path, os.R_OK | os.W_OK):
-            return f"{path} is not writable by this user"
+            return _not_writable(path, path)
         if not _writable_dir(directory):  # sqlite writes its journal beside the file
-            return f"its directory {directory} is not writable by this user"
+            return _not_writable(f"its directory {directory}", directory)
         try:
             with open(path, "rb") as handle:
                 head = handle.read(len(SQLITE_HEADER))
@@ -55,7 +63,7 @@ def sqlite_reason(path: str) -> str | None:
     if not os.path.isdir(existing):
         return f"{existing} is not a directory"
     if not _writable_dir(existing):
-        return f"the directory {existing} is not writable by this user"
+        return _not_writable(f"the directory {existing}", existing)
     return None
 
 

@@ -1,6 +1,7 @@
 """The exporter process's wire protocol: frames of a 4-byte big-endian length and a pickle.
 
-The app sends ``("spans", destination, count, pickled_wires)`` and, at exit,
+The app sends ``("warm", tracking_uri, experiment_name)`` (open the store now, before
+any span: start-up activation), ``("spans", destination, count, pickled_wires)`` and, at exit,
 ``("close", seconds)`` (how long the last writes may take); EOF on the process's stdin
 means "finish and exit". The process answers on the file descriptor given as its first
 argument with ``("hello", pid)`` once MLflow is imported, ``("done", exported,

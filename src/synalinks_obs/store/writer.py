@@ -134,6 +134,22 @@ class Writer:
             self._notify("experiment", key, found)
         return found
 
+    def warm_up(self, tracking_uri, experiment_name) -> None:
+        """Open the store and resolve the experiment before the first span arrives (the
+        exporter process at start-up), so that the app's first and last writes do not
+        pay for it. A store that fails here counts as failing (backoff, one reason)."""
+        key = (tracking_uri, experiment_name)
+        try:
+            self._check_store(tracking_uri)
+            if key not in self._experiment_ids:
+                with _quiet_schema_setup():
+                    found = resolve_experiment(*key)
+                self._experiment_ids[key] = found
+                self._notify("experiment", key, found)
+            self._client(tracking_uri)
+        except Exception as exc:
+            self._failed(tracking_uri, exc)
+
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
         state = self._stores.get(uri)
