@@ -155,7 +155,7 @@ def _start() -> None:
         reporting.say_once(problem)
         RUNTIME.settings = None
         return
-    if resolution.source == "default":
+    if resolution.uri == uris.default_uri():  # also the launcher's default, exported
         note = uris.legacy_mlruns_note()
         if note:
             reporting.say_once(note)

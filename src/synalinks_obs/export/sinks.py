@@ -12,8 +12,9 @@
   waits for its last spans; otherwise it is started once an app has kept producing
   spans for ``PROCESS_AFTER`` seconds (a short script is then better served by writing
   its few spans from the thread than by a second interpreter importing MLflow, ~2.5 s
-  of CPU). While it starts, records wait unless they cannot; if it dies, what it held
-  is counted and the thread writes locally from then on.
+  of CPU). While it starts, records wait (a flush or the exit waits for it up to
+  ``START_GRACE`` seconds from its start, then writes from the thread); if it dies, what
+  it held is counted and the thread writes locally from then on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from synalinks_obs.store import protocol
 from synalinks_obs.store.writer import Writer
 
 PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
+START_GRACE = 15.0  # seconds a flush waits for a starting exporter process before writing itself
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _ABANDONED: list = []  # a forked child's copies of the parent's channels: never finalised
 _log = reporting.logger(__name__)
@@ -88,6 +90,7 @@ class ProcessSink:
         self.said_bye = False
         self.finished = False  # "bye" received or the process is gone
         self.ack_fd = None
+        self.started_at = time.monotonic()
         self._socket = None
         self._buffer = b""
 
@@ -131,6 +134,7 @@ class ProcessSink:
             theirs.close()
             _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
             return False
+        self.started_at = time.monotonic()
         os.close(write_fd)
         theirs.close()
         ours.shutdown(socket.SHUT_RD)
@@ -138,6 +142,10 @@ class ProcessSink:
         self._socket = ours
         self.ack_fd = read_fd
         return True
+
+    def starting_for(self) -> float:
+        """Seconds since the process was started."""
+        return time.monotonic() - self.started_at
 
     def poll(self) -> None:
         """Read and handle whatever the process has answered (never blocks)."""
@@ -370,8 +378,10 @@ class Sinks:
         if process is not None and not process.finished:
             if process.ready:
                 return process
-            if not urgent or self.mlflow_unsafe:
-                return None  # starting: keep the records a little longer
+            if not urgent or self.mlflow_unsafe or process.starting_for() < START_GRACE:
+                # Starting (it may be creating the store, which a local Writer would wait
+                # for anyway): keep the records a little longer.
+                return None
         elif process is None and not self.process_tried and not urgent:
             if self.settings.export_process:
                 return None  # it may start soon (see maybe_start_process)
