@@ -9,7 +9,7 @@ is used instead; a traced app's traceback is the untraced one.
 
 Each app is a small program of the user's own (``APP``: Input -> Generator -> Generator
 over the fake LLM) run with the wheel's python (the ``run_py`` / ``wheel_python`` fixtures
-of tests/integration/conftest.py). ``import synalinks`` costs 15-30 s per process here, so the runs of
+of tests/conftest.py). ``import synalinks`` costs 15-30 s per process here, so the runs of
 one test are started together (``_run_all``): traced and untraced runs then share the
 machine's load, and their exit times are compared run against run.
 """
