@@ -259,7 +259,8 @@ class Exporter:
             return
         # While the exporter process starts, records wait here unless a flush asks for
         # them now or the queue fills up.
-        sink = self.sinks.choose(urgent or len(queue) >= self.settings.max_queue_spans // 2)
+        sink = self.sinks.choose(urgent or len(queue) >= self.settings.max_queue_spans // 2,
+                                 self._deadline if self.state is State.STOPPING else None)
         self._holding = sink is None
         if sink is None:
             return

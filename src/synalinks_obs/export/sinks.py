@@ -12,9 +12,10 @@
   waits for its last spans; otherwise it is started once an app has kept producing
   spans for ``PROCESS_AFTER`` seconds (a short script is then better served by writing
   its few spans from the thread than by a second interpreter importing MLflow, ~2.5 s
-  of CPU). While it starts, records wait (a flush or the exit waits for it up to
-  ``START_GRACE`` seconds from its start, then writes from the thread); if it dies, what
-  it held is counted and the thread writes locally from then on.
+  of CPU). While it starts, records wait; a flush writes them from the thread at once,
+  except for a process started at start-up (it may be creating the store): that one is
+  waited for up to ``START_GRACE`` seconds from its start (at exit, half the flush
+  budget at most). If it dies, what it held is counted and the thread writes locally.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class ProcessSink:
         self.said_bye = False
         self.finished = False  # "bye" received or the process is gone
         self.ack_fd = None
+        self.warming = False  # started at start-up to open the store before any span
         self.started_at = time.monotonic()
         self._socket = None
         self._buffer = b""
@@ -325,6 +327,7 @@ class Sinks:
             sink = ProcessSink(self.settings, self.notify)
             if sink.start():
                 self.process = sink
+                sink.warming = True
                 sink.warm(tracking_uri, experiment_name)
         except Exception as exc:
             _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
@@ -371,21 +374,29 @@ class Sinks:
             "app's process", code,
         )
 
-    def choose(self, urgent: bool):
+    def choose(self, urgent: bool, deadline: float | None = None):
         """Where spans go now: the exporter process once it is ready; until then (if
-        they cannot wait) or without it, the Writer in this thread; None: wait."""
+        they cannot wait) or without it, the Writer in this thread; None: wait.
+        ``deadline``: the end of the exit flush, when it is running."""
         process = self.process
         if process is not None and not process.finished:
             if process.ready:
                 return process
-            if not urgent or self.mlflow_unsafe or process.starting_for() < START_GRACE:
-                # Starting (it may be creating the store, which a local Writer would wait
-                # for anyway): keep the records a little longer.
-                return None
+            if not urgent or self.mlflow_unsafe or self._wait_for_start(process, deadline):
+                return None  # starting: keep the records a little longer
         elif process is None and not self.process_tried and not urgent:
             if self.settings.export_process:
                 return None  # it may start soon (see maybe_start_process)
         return self.local_sink()
+
+    def _wait_for_start(self, process, deadline) -> bool:
+        """Whether spans that cannot wait should still wait for a process started at
+        start-up (it may be creating the store, which a local Writer would wait for
+        too): for ``START_GRACE`` seconds from its start, and at exit for the first half
+        of the flush budget at most; then the thread writes them itself."""
+        if not process.warming or process.starting_for() >= START_GRACE:
+            return False
+        return deadline is None or time.monotonic() < deadline - self.settings.flush_timeout / 2
 
     def local_sink(self) -> LocalSink:
         if self.local is None:
