@@ -36,7 +36,7 @@ def enable(tracking_uri=None, experiment_name=None, _source: str = "enable()", *
         RUNTIME.settings = settings
         RUNTIME.source = _source
         RUNTIME.pending = None
-        importhook.when_imported("synalinks", _on_synalinks_imported, before=_prestart_exporter)
+        importhook.when_imported("synalinks", _on_synalinks_imported)
         if "synalinks" in sys.modules:
             _start()
 
@@ -79,17 +79,16 @@ def _prestart_exporter() -> None:
     for its last spans to be written, not for MLflow's SQL stack to load in the app.
     Nothing is reported here (``_start`` reports bad settings and refused stores)."""
     with RUNTIME.lock:
-        pending, settings = RUNTIME.pending, RUNTIME.settings
-    if settings is None and pending is None:
+        pending = RUNTIME.pending if RUNTIME.settings is None else None
+    if pending is None:  # start-up activation only (an explicit enable() keeps the 2 s rule)
         return
     from synalinks_obs import uris
     from synalinks_obs.settings import SettingsError, load_settings
 
-    if settings is None:
-        try:
-            settings = load_settings(report=lambda line: None, **pending)
-        except SettingsError:
-            return
+    try:
+        settings = load_settings(report=lambda line: None, **pending)
+    except SettingsError:
+        return
     if not settings.export_process:
         return
     resolution = uris.resolve(settings.tracking_uri, environment=False)

@@ -6,8 +6,8 @@
   pipe for its answers, read without blocking.
 - ``LocalSink``: the same ``store.writer.Writer`` inside the exporter thread, for short
   scripts, ``SYNALINKS_OBS_EXPORT_PROCESS=0``, or when the process cannot be used.
-- ``Sinks``: which one is used now. With start-up activation (or ``enable()`` before
-  ``import synalinks``) the process is started when the app starts importing Synalinks
+- ``Sinks``: which one is used now. With start-up activation (``SYNALINKS_OBSERVABILITY``,
+  the launcher) the process is started when the app starts importing Synalinks
   and opens the store meanwhile (``start_process_now``), so a short script's exit only
   waits for its last spans; otherwise it is started once an app has kept producing
   spans for ``PROCESS_AFTER`` seconds (a short script is then better served by writing
