@@ -418,7 +418,7 @@ def test_an_mlflow_api_that_raises_is_contained(obs, sl, monkeypatch, caplog, le
         assert {s.name for s in trace.data.spans} == {"Functional:p", "WithUserSpan:u"}
 
 
-def test_a_down_store_never_holds_up_the_apps_own_mlflow_code(sl, monkeypatch, caplog, capsys):
+def test_a_down_store_never_holds_up_the_apps_own_mlflow_code(sl, monkeypatch, caplog):
     """Tracing into a store that is down: the app's ``@mlflow.trace`` around program calls
     (MLflow asks synalinks-obs for its default experiment) and its spans inside a module
     go on at once, the store is not asked again per call, one warning says why."""
@@ -464,15 +464,6 @@ def test_a_down_store_never_holds_up_the_apps_own_mlflow_code(sl, monkeypatch, c
         assert len(messages) == 1, messages
         assert "cannot resolve the experiment 'down_store'" in messages[0], messages
         assert f"tracking store {uri} unreachable" in messages[0], messages
-        # What is kept for the down store is given up now (one more probe) and said in the
-        # one exit line here, not when this test worker exits.
-        synalinks_obs.disable()
-        from synalinks_obs.runtime import RUNTIME
-
-        capsys.readouterr()
-        RUNTIME.exporter.shutdown(timeout=15)
-        [line] = capsys.readouterr().err.splitlines()
-        assert " span(s) were not written to MLflow (" in line and f"{uri} unreachable" in line, line
     finally:
         synalinks_obs.disable()
 
