@@ -30,6 +30,10 @@ Fixtures:
     sqlite_uri       (function) ``sqlite:///<tmp_path>/mlflow.db``.
     mlflow_server    (session)  a real ``mlflow server`` subprocess.
     mlflow_server_factory (function) ``factory(*extra_args)`` starts more.
+    wheel_python     (session)  an interpreter running synalinks-obs from its installed
+                                wheel (the test venv, else a throw-away overlay venv).
+    run_py           (function) ``run_py(*args, env=..., cwd=..., input=...)``: a
+                                subprocess of it in a user's clean environment.
 
 Tests using a real MLflow server are marked ``server`` automatically.
 """
@@ -48,6 +52,7 @@ from pathlib import Path
 
 import pytest
 from fake_llm import FakeLLM
+from wheel_env import TIMEOUT, clean_env, overlay_venv, wheel_layout
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 # Strict mode: an internal error of synalinks-obs raises instead of being logged, here and
@@ -347,3 +352,34 @@ def mlflow_server_factory(tmp_path_factory):
     yield start
     for server in servers:
         server.stop()
+
+
+# -- the installed wheel's python ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def wheel_python(tmp_path_factory):
+    """An interpreter running synalinks-obs from its installed wheel, .pth active."""
+    layout = wheel_layout(sys.executable)
+    if layout and layout["ok"]:
+        return sys.executable
+    python = overlay_venv(tmp_path_factory.mktemp("wheel-venv"))
+    layout = wheel_layout(python)
+    assert layout and layout["ok"], f"the overlay venv does not run the wheel: {layout}"
+    return python
+
+
+@pytest.fixture
+def run_py(wheel_python, tmp_path):
+    """``run_py(*args, env=..., cwd=..., input=...)``: a subprocess of the wheel's python."""
+    home = tmp_path / "synalinks-home"
+
+    def run(*args, env=None, cwd=None, input=None, timeout=TIMEOUT, python=None):
+        full_env = clean_env(SYNALINKS_HOME=home, **(env or {}))
+        return subprocess.run(
+            [python or wheel_python, *map(str, args)],
+            capture_output=True, text=True, env=full_env, cwd=cwd or tmp_path,
+            input=input, timeout=timeout,
+        )
+
+    return run

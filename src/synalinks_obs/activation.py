@@ -57,7 +57,46 @@ def enable_on_import(_source: str = "env", **options) -> None:
             return
         RUNTIME.pending = options
         RUNTIME.source = _source
-        importhook.when_imported("synalinks", _on_synalinks_imported)
+        importhook.when_imported("synalinks", _on_synalinks_imported, before=_prestart_exporter)
+
+
+def _store_problem(resolution) -> str | None:
+    """The one line refusing a store that cannot take traces (see ``_start``), or None."""
+    from synalinks_obs import uris
+    from synalinks_obs.store.local_access import sqlite_store_problem
+
+    setting = "--tracking-uri" if RUNTIME.source == "run" and resolution.source == "explicit" else (
+        "tracking_uri" if resolution.source == "explicit" else "MLFLOW_TRACKING_URI"
+    )
+    return uris.file_store_problem(resolution.uri, setting) or sqlite_store_problem(resolution.uri, setting)
+
+
+def _prestart_exporter() -> None:
+    """Import-hook ``before``: start the exporter process while Synalinks is imported.
+
+    Importing Synalinks takes seconds; in that time the exporter process imports MLflow
+    and opens the store (creating it if new), so that a short script's exit waits only
+    for its last spans to be written, not for MLflow's SQL stack to load in the app.
+    Nothing is reported here (``_start`` reports bad settings and refused stores)."""
+    with RUNTIME.lock:
+        pending = RUNTIME.pending if RUNTIME.settings is None else None
+    if pending is None:  # start-up activation only (an explicit enable() keeps the 2 s rule)
+        return
+    from synalinks_obs import uris
+    from synalinks_obs.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(report=lambda line: None, **pending)
+    except SettingsError:
+        return
+    if not settings.export_process:
+        return
+    resolution = uris.resolve(settings.tracking_uri, environment=False)
+    if _store_problem(resolution) is not None:
+        return
+    from synalinks_obs.export import service
+
+    service.exporter_for(settings).prestart(resolution.uri, settings.experiment_name)
 
 
 def _on_synalinks_imported(_module) -> None:
@@ -110,15 +149,12 @@ def _start() -> None:
     from synalinks_obs import uris
 
     resolution = uris.resolve(settings.tracking_uri, environment=False)
-    setting = "--tracking-uri" if RUNTIME.source == "run" and resolution.source == "explicit" else (
-        "tracking_uri" if resolution.source == "explicit" else "MLFLOW_TRACKING_URI"
-    )
-    problem = uris.file_store_problem(resolution.uri, setting)
+    problem = _store_problem(resolution)
     if problem is not None:
         reporting.say_once(problem)
         RUNTIME.settings = None
         return
-    if resolution.source == "default":
+    if resolution.uri == uris.default_uri():  # also the launcher's default, exported
         note = uris.legacy_mlruns_note()
         if note:
             reporting.say_once(note)

@@ -111,6 +111,14 @@ class Exporter:
                 self.state = State.IDLE
                 self._thread = None
 
+    def prestart(self, tracking_uri: str, experiment_name: str) -> None:
+        """Start the exporter process now and have it open the store (start-up activation,
+        before the first span: see ``activation._prestart_exporter``)."""
+        with self._lock:
+            if self._thread is not None or self.state is not State.IDLE:
+                return
+            self.sinks.start_process_now(tracking_uri, experiment_name)
+
     def known_experiment_id(self, destination) -> str | None:
         """The experiment id of a destination if already resolved (never blocks)."""
         if destination.experiment_id:
@@ -252,7 +260,8 @@ class Exporter:
             return
         # While the exporter process starts, records wait here unless a flush asks for
         # them now or the queue fills up.
-        sink = self.sinks.choose(urgent or len(queue) >= self.settings.max_queue_spans // 2)
+        sink = self.sinks.choose(urgent or len(queue) >= self.settings.max_queue_spans // 2,
+                                 self._deadline if self.state is State.STOPPING else None)
         self._holding = sink is None
         if sink is None:
             return

@@ -6,11 +6,16 @@
   pipe for its answers, read without blocking.
 - ``LocalSink``: the same ``store.writer.Writer`` inside the exporter thread, for short
   scripts, ``SYNALINKS_OBS_EXPORT_PROCESS=0``, or when the process cannot be used.
-- ``Sinks``: which one is used now. The process is started once an app has kept
-  producing spans for ``PROCESS_AFTER`` seconds (a short script is better served by
-  writing its few spans from the thread than by a second interpreter importing MLflow,
-  ~2.5 s of CPU); while it starts, records wait unless they cannot; if it dies, what it
-  held is counted and the thread writes locally from then on.
+- ``Sinks``: which one is used now. With start-up activation (``SYNALINKS_OBSERVABILITY``,
+  the launcher) the process is started when the app starts importing Synalinks
+  and opens the store meanwhile (``start_process_now``), so a short script's exit only
+  waits for its last spans; otherwise it is started once an app has kept producing
+  spans for ``PROCESS_AFTER`` seconds (a short script is then better served by writing
+  its few spans from the thread than by a second interpreter importing MLflow, ~2.5 s
+  of CPU). While it starts, records wait; a flush writes them from the thread at once,
+  except for a process started at start-up (it may be creating the store): that one is
+  waited for up to ``START_GRACE`` seconds from its start (at exit, half the flush
+  budget at most). If it dies, what it held is counted and the thread writes locally.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from synalinks_obs.store import protocol
 from synalinks_obs.store.writer import Writer
 
 PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
+START_GRACE = 15.0  # seconds a flush waits for a starting exporter process before writing itself
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _ABANDONED: list = []  # a forked child's copies of the parent's channels: never finalised
 _log = reporting.logger(__name__)
@@ -91,6 +97,8 @@ class ProcessSink:
         self.said_bye = False
         self.finished = False  # "bye" received or the process is gone
         self.ack_fd = None
+        self.warming = False  # started at start-up to open the store before any span
+        self.started_at = time.monotonic()
         self._socket = None
         self._buffer = b""
 
@@ -135,6 +143,7 @@ class ProcessSink:
             theirs.close()
             _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
             return False
+        self.started_at = time.monotonic()
         os.close(write_fd)
         theirs.close()
         ours.shutdown(socket.SHUT_RD)
@@ -142,6 +151,10 @@ class ProcessSink:
         self._socket = ours
         self.ack_fd = read_fd
         return True
+
+    def starting_for(self) -> float:
+        """Seconds since the process was started."""
+        return time.monotonic() - self.started_at
 
     def poll(self) -> None:
         """Read and handle whatever the process has answered (never blocks)."""
@@ -196,6 +209,10 @@ class ProcessSink:
         self._write(("spans", destination, len(wires), payload))
         self.sent += len(wires)
 
+    def warm(self, tracking_uri: str, experiment_name: str) -> None:
+        """Ask the process to open the store and resolve the experiment before any span."""
+        self._write(("warm", tracking_uri, experiment_name))
+
     def idle(self) -> bool:
         if self.finished:
             return True
@@ -204,7 +221,7 @@ class ProcessSink:
     def close(self, deadline) -> None:
         """No more spans: tell the process how long it may take, then EOF."""
         if self.sent == 0:  # nothing of ours in it: no reason to wait for it
-            self.abandon()
+            self.detach()
             return
         try:
             left = deadline - time.monotonic()
@@ -232,6 +249,19 @@ class ProcessSink:
             self.process.wait(max(0.05, deadline - time.monotonic()))
         except Exception:
             pass
+
+    def detach(self) -> None:
+        """Leave a process that holds no span of ours without waiting for it: EOF, and it
+        exits by itself once what it is doing is done (never killed while it may be
+        creating a new database's schema)."""
+        for close in (self._socket.close, lambda: os.close(self.ack_fd)):
+            try:
+                close()
+            except Exception:
+                pass
+        self.finished = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.returncode = 0  # not waited for: no "still running" warning
 
     def abandon(self) -> int:
         """Stop the process now; the number of spans it had not written yet."""
@@ -299,6 +329,20 @@ class Sinks:
         process = self.process
         return [process.ack_fd] if process is not None and not process.finished else []
 
+    def start_process_now(self, tracking_uri: str, experiment_name: str) -> None:
+        """Start the exporter process at once and have it open the store (start-up)."""
+        if self.process_tried or self.mlflow_unsafe or not self.settings.export_process:
+            return
+        self.process_tried = True
+        try:
+            sink = ProcessSink(self.settings, self.notify)
+            if sink.start():
+                self.process = sink
+                sink.warming = True
+                sink.warm(tracking_uri, experiment_name)
+        except Exception as exc:
+            _log.info("synalinks-obs: cannot start the exporter process (%r)", exc)
+
     def maybe_start_process(self, queued: int, batch_size: int) -> None:
         """Start the exporter process once spans have kept coming for a while."""
         if self.process_tried or not queued:
@@ -341,19 +385,29 @@ class Sinks:
             "app's process", code,
         )
 
-    def choose(self, urgent: bool):
+    def choose(self, urgent: bool, deadline: float | None = None):
         """Where spans go now: the exporter process once it is ready; until then (if
-        they cannot wait) or without it, the Writer in this thread; None: wait."""
+        they cannot wait) or without it, the Writer in this thread; None: wait.
+        ``deadline``: the end of the exit flush, when it is running."""
         process = self.process
         if process is not None and not process.finished:
             if process.ready:
                 return process
-            if not urgent or self.mlflow_unsafe:
+            if not urgent or self.mlflow_unsafe or self._wait_for_start(process, deadline):
                 return None  # starting: keep the records a little longer
         elif process is None and not self.process_tried and not urgent:
             if self.settings.export_process:
                 return None  # it may start soon (see maybe_start_process)
         return self.local_sink()
+
+    def _wait_for_start(self, process, deadline) -> bool:
+        """Whether spans that cannot wait should still wait for a process started at
+        start-up (it may be creating the store, which a local Writer would wait for
+        too): for ``START_GRACE`` seconds from its start, and at exit for the first half
+        of the flush budget at most; then the thread writes them itself."""
+        if not process.warming or process.starting_for() >= START_GRACE:
+            return False
+        return deadline is None or time.monotonic() < deadline - self.settings.flush_timeout / 2
 
     def local_sink(self) -> LocalSink:
         if self.local is None:

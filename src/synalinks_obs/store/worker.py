@@ -2,8 +2,9 @@
 
 Started by the app's exporter thread (``export.sinks.ProcessSink``) with the same Python
 (``python -P -c ...``: the app's directory is not on its path) so that MLflow's span
-building and SQLAlchemy work run on another core, not the app's GIL. It runs at a lower
-priority, ignores Ctrl-C (the app decides when it stops: EOF on stdin), writes until the
+building and SQLAlchemy work run on another core, not the app's GIL. Once started (its
+imports done, and the store opened when the app asks at start-up) it runs at a lower
+priority; it ignores Ctrl-C (the app decides when it stops: EOF on stdin), writes until the
 app says "close" (with the time left) or goes away, reports progress after every write
 (``store.protocol``), and leaves without the interpreter's teardown.
 """
@@ -27,10 +28,6 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     out_fd, exit_budget, max_spans = int(argv[0]), float(argv[1]), int(argv[2])
-    try:  # in the background: when cores are scarce, the app goes first
-        os.nice(10)
-    except OSError:
-        pass
     if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() in ("true", "1"):
         # Chosen by the user (and shown by `doctor`): not one urllib3 warning per request.
         import warnings
@@ -84,6 +81,7 @@ def main(argv=None) -> int:
     wait = None
     reported = (0, {})
     closing = False
+    niced = False
     while True:
         with wake:
             if not inbox and not stop.is_set():
@@ -100,6 +98,8 @@ def main(argv=None) -> int:
             elif kind == "credentials":  # the app's MLFLOW_TRACKING_* changed
                 protocol.apply_tracking_environment(message[1])
                 writer.forget_rejections()
+            elif kind == "warm":  # start-up: open the store before the first span
+                writer.warm_up(message[1], message[2])
             elif kind == "close":  # the app is exiting: how long the last writes may take
                 exit_budget = float(message[1])
         if closing or stop.is_set() or os.getppid() != parent:
@@ -109,6 +109,14 @@ def main(argv=None) -> int:
             )
         else:
             wait = writer.pump()
+        if not niced:
+            # In the background once started (and the store opened, when the app asked
+            # at start-up): when cores are scarce, the app goes first.
+            niced = True
+            try:
+                os.nice(10)
+            except OSError:
+                pass
         state = (writer.exported, dict(writer.dropped), writer.held)
         if state != reported:
             reported = state

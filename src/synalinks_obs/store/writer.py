@@ -24,6 +24,7 @@ when that process cannot be used.
 from __future__ import annotations
 
 import collections
+import contextlib
 import pickle
 import time
 
@@ -38,6 +39,23 @@ BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
 REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
+SCHEMA_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables..."
+
+
+@contextlib.contextmanager
+def _quiet_schema_setup():
+    """MLflow logs two INFO lines on stderr when it creates a new database's tables: not
+    the app's output when it is our writer that opens the store (the app's own MLflow
+    calls, outside this block, log as usual)."""
+    import logging
+
+    logger = logging.getLogger(SCHEMA_LOGGER)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _StoreState:
@@ -119,10 +137,27 @@ class Writer:
         found = self._experiment_ids.get(key)
         if found is None:
             self._check_store(destination.tracking_uri)
-            found = resolve_experiment(*key)
+            with _quiet_schema_setup():  # the first call opens (creates) the store
+                found = resolve_experiment(*key)
             self._experiment_ids[key] = found
             self._notify("experiment", key, found)
         return found
+
+    def warm_up(self, tracking_uri, experiment_name) -> None:
+        """Open the store and resolve the experiment before the first span arrives (the
+        exporter process at start-up), so that the app's first and last writes do not
+        pay for it. A store that fails here counts as failing (backoff, one reason)."""
+        key = (tracking_uri, experiment_name)
+        try:
+            self._check_store(tracking_uri)
+            if key not in self._experiment_ids:
+                with _quiet_schema_setup():
+                    found = resolve_experiment(*key)
+                self._experiment_ids[key] = found
+                self._notify("experiment", key, found)
+            self._client(tracking_uri)
+        except Exception as exc:
+            self._failed(tracking_uri, exc)
 
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
@@ -190,7 +225,8 @@ class Writer:
         client = self._clients.get(tracking_uri)
         if client is None:
             guard_schema_setup()
-            client = mlflow_compat.tracing_client(tracking_uri)
+            with _quiet_schema_setup():
+                client = mlflow_compat.tracing_client(tracking_uri)
             self._clients[tracking_uri] = client
         return client
 
