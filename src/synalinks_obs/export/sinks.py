@@ -32,6 +32,7 @@ import time
 
 from synalinks_obs import reporting
 from synalinks_obs.store import protocol
+from synalinks_obs.store.spool import Spool
 from synalinks_obs.store.writer import Writer
 
 PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
@@ -46,8 +47,8 @@ class LocalSink:
 
     finished = False
 
-    def __init__(self, max_spans: int, notify):
-        self.writer = Writer(max_spans, notify=notify)
+    def __init__(self, max_spans: int, notify, spool_dir=None):
+        self.writer = Writer(max_spans, notify=notify, spool=Spool(spool_dir) if spool_dir else None)
         self._credentials = protocol.tracking_environment()
 
     @property
@@ -57,6 +58,10 @@ class LocalSink:
     @property
     def dropped(self):
         return self.writer.dropped
+
+    @property
+    def spooled(self):
+        return self.writer.spooled
 
     def send(self, destination, wires) -> None:
         credentials = protocol.tracking_environment()
@@ -92,6 +97,7 @@ class ProcessSink:
         self.sent = 0
         self.exported = 0
         self.dropped: collections.Counter = collections.Counter()
+        self.spooled: collections.Counter = collections.Counter()  # kept in the spool at exit
         self.held = 0  # spans it keeps for a store that is failing
         self.ready = False  # it said hello: mlflow is imported there
         self.said_bye = False
@@ -128,6 +134,7 @@ class ProcessSink:
                 [
                     executable, "-P", "-c", code, package_parent, str(write_fd),
                     str(settings.flush_timeout), str(settings.max_queue_spans),
+                    settings.spool_dir or "",
                 ],
                 stdin=theirs.fileno(),
                 stdout=subprocess.DEVNULL,
@@ -188,6 +195,8 @@ class ProcessSink:
             self.exported = message[1]
             self.dropped = collections.Counter(message[2])
             self.held = message[3]
+            if len(message) > 4:
+                self.spooled = collections.Counter(message[4])
             if kind == "bye":
                 self.said_bye = True
                 self.finished = True
@@ -216,7 +225,8 @@ class ProcessSink:
     def idle(self) -> bool:
         if self.finished:
             return True
-        return self.exported + sum(self.dropped.values()) + self.held >= self.sent
+        done = self.exported + sum(self.dropped.values()) + sum(self.spooled.values())
+        return done + self.held >= self.sent
 
     def close(self, deadline) -> None:
         """No more spans: tell the process how long it may take, then EOF."""
@@ -276,7 +286,9 @@ class ProcessSink:
                 close()
             except Exception:
                 pass
-        left = 0 if self.said_bye else self.sent - self.exported - sum(self.dropped.values())
+        left = 0 if self.said_bye else (
+            self.sent - self.exported - sum(self.dropped.values()) - sum(self.spooled.values())
+        )
         self.finished = True
         return max(0, left)
 
@@ -304,6 +316,7 @@ class Sinks:
         self.local: LocalSink | None = None  # made when needed
         self.lost: collections.Counter = collections.Counter()  # in a process that died
         self.gone_exported = 0  # written by an exporter process that died later
+        self.gone_spooled: collections.Counter = collections.Counter()
         self._records_since = None  # when spans started waiting
         # Forked while the parent's thread was inside MLflow: this process must not use
         # MLflow itself (a lock or connection may be stuck); its exporter process does.
@@ -320,6 +333,13 @@ class Sinks:
         reasons = collections.Counter(self.lost)
         for sink in self.all():
             reasons.update(sink.dropped)
+        return reasons
+
+    def spool_reasons(self) -> collections.Counter:
+        """Spans kept in the spool directory instead of written, by reason."""
+        reasons = collections.Counter(self.gone_spooled)
+        for sink in self.all():
+            reasons.update(sink.spooled)
         return reasons
 
     def idle(self) -> bool:
@@ -372,12 +392,14 @@ class Sinks:
 
     def process_died(self, process) -> None:
         """An exporter process that exited unexpectedly: count what it held, go local."""
-        lost = process.sent - process.exported - sum(process.dropped.values())
+        lost = (process.sent - process.exported - sum(process.dropped.values())
+                - sum(process.spooled.values()))
         code = process.process.poll() if process.process is not None else None
         if lost > 0:
             self.lost[f"the exporter process exited (code {code})"] += lost
         self.lost.update(process.dropped)
         self.gone_exported += process.exported
+        self.gone_spooled.update(process.spooled)
         self.process = None
         process.abandon()
         _log.info(
@@ -411,7 +433,7 @@ class Sinks:
 
     def local_sink(self) -> LocalSink:
         if self.local is None:
-            self.local = LocalSink(self.settings.max_queue_spans, self.notify)
+            self.local = LocalSink(self.settings.max_queue_spans, self.notify, self.settings.spool_dir)
         return self.local
 
     def send(self, sink, destination, wires):

@@ -8,8 +8,8 @@ reaches the writes, as it reaches MLflow's own client in the app), and, at exit,
 ``("close", seconds)`` (how long the last writes may take); EOF on the process's stdin
 means "finish and exit". The process answers on the file descriptor given as its first
 argument with ``("hello", pid)`` once MLflow is imported, ``("done", exported,
-{reason: dropped}, held)`` after every write (``held``: spans waiting for a store that
-is failing), ``("experiment", key, experiment_id)`` when it resolved one,
+{reason: dropped}, held, {reason: spooled})`` after every write (``held``: spans waiting
+for a store that is failing; ``spooled``: kept in the spool directory at exit), ``("experiment", key, experiment_id)`` when it resolved one,
 ``("problem", text)`` when the store starts failing, ``("rejected", text)`` when it
 refuses the credentials, ``("warning", text)``, and
 ``("bye", ...)`` as its last word.

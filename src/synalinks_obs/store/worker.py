@@ -19,11 +19,13 @@ import time
 
 from synalinks_obs.compat import stdlib as stdlib_compat
 from synalinks_obs.store import protocol
+from synalinks_obs.store.spool import Spool
 from synalinks_obs.store.writer import Writer
 
 
 def main(argv=None) -> int:
-    """Entry point of the exporter process: ``argv = [out_fd, exit_budget, max_spans]``."""
+    """Entry point of the exporter process: ``argv = [out_fd, exit_budget, max_spans,
+    spool_dir]`` (``spool_dir`` optional, empty: no spool)."""
     import signal
 
     argv = sys.argv[1:] if argv is None else argv
@@ -62,7 +64,8 @@ def main(argv=None) -> int:
             if message is None:
                 return
 
-    writer = Writer(max_spans, notify=send)
+    spool_dir = argv[3] if len(argv) > 3 else ""
+    writer = Writer(max_spans, notify=send, spool=Spool(spool_dir) if spool_dir else None)
     threading.Thread(target=reader, name="synalinks-obs-reader", daemon=True).start()
     # Ready once MLflow is imported: until then the app writes what cannot wait itself.
     # What is imported lives for ever: keep the collector off it, and collect rarely
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
                 os.nice(10)
             except OSError:
                 pass
-        state = (writer.exported, dict(writer.dropped), writer.held)
+        state = (writer.exported, dict(writer.dropped), writer.held, dict(writer.spooled))
         if state != reported:
             reported = state
             send("done", *state)

@@ -15,7 +15,9 @@ down, failing or slow:
   asked again for ``REJECTED_RETRY_AFTER`` seconds: its spans are dropped at once with
   the reason (one line naming the variables to fix), never retried in a loop;
 - at the end (``drain``) what cannot be written before the deadline is dropped with the
-  reason, and a store already known to be down is not waited for.
+  reason, and a store already known to be down is not waited for; with a spool
+  (``store.spool``, ``SYNALINKS_OBS_SPOOL_DIR``) it is kept there instead, and the spool
+  of a store is taken over after the first successful write to it.
 
 It runs in the exporter process (``store.worker``), or in the app's exporter thread
 when that process cannot be used.
@@ -59,7 +61,7 @@ def _quiet_schema_setup():
 
 
 class _StoreState:
-    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until")
+    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until", "span_seconds")
 
     def __init__(self):
         self.healthy = False  # a probe (http) or a write succeeded since the last failure
@@ -67,16 +69,24 @@ class _StoreState:
         self.next_try = 0.0
         self.reason = ""
         self.rejected_until = 0.0  # refused our credentials: spans are dropped until then
+        self.span_seconds = 0.0  # recent seconds per span written (0: not known yet)
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts")
+    __slots__ = ("destination", "count", "payload", "attempts", "claim")
 
-    def __init__(self, destination, count, payload):
+    def __init__(self, destination, count, payload, claim=None):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
+        self.claim = claim  # the spool file it came from (store.spool.Claim), if any
+
+    def settled(self) -> None:
+        """Written, dropped or spooled again: its spool file may go once all are."""
+        if self.claim is not None:
+            self.claim.batch_done()
+            self.claim = None
 
     def wires(self):
         payload = self.payload
@@ -86,8 +96,12 @@ class _Chunk:
 class Writer:
     """Writes span tuples to their destinations; see the module docstring."""
 
-    def __init__(self, max_spans: int, notify=None):
+    def __init__(self, max_spans: int, notify=None, spool=None):
         self.max_spans = max_spans
+        self.spool = spool  # store.spool.Spool, or None: what cannot be written is dropped
+        self.spooled: collections.Counter = collections.Counter()  # reason -> spans kept
+        self._adopted: set = set()  # stores whose spool files this writer took over
+        self.out_of_time = False  # the last pump left batches that would end past its deadline
         self._chunks: collections.deque[_Chunk] = collections.deque()
         self.pending = 0  # spans in the backlog
         self.exported = 0
@@ -158,6 +172,27 @@ class Writer:
             self._client(tracking_uri)
         except Exception as exc:
             self._failed(tracking_uri, exc)
+            return
+        self._adopt_spool(tracking_uri)
+
+    def _adopt_spool(self, uri) -> None:
+        """Take over the spool files of a store that just worked (once per store)."""
+        if self.spool is None or uri in self._adopted:
+            return
+        self._adopted.add(uri)
+        try:
+            batches = self.spool.claim(uri)
+        except Exception as exc:
+            self._notify("warning", f"cannot read the spool {self.spool.directory} ({exc!r})")
+            return
+        self.take_spooled(batches)
+
+    def take_spooled(self, batches) -> None:
+        """Add batches claimed from the spool (``Spool.claim``) to the backlog."""
+        for destination, count, payload, claim in batches:
+            self._adopted.add(destination.tracking_uri)
+            self._chunks.append(_Chunk(destination, count, payload, claim))
+            self.pending += count
 
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
@@ -220,6 +255,8 @@ class Writer:
         state.next_try = 0.0
         state.reason = ""
         state.rejected_until = 0.0
+        if self.spool is not None and uri not in self._adopted:
+            self._adopt_spool(uri)
 
     def _client(self, tracking_uri):
         client = self._clients.get(tracking_uri)
@@ -230,12 +267,15 @@ class Writer:
             self._clients[tracking_uri] = client
         return client
 
-    def pump(self) -> float | None:
+    def pump(self, deadline: float | None = None) -> float | None:
         """Write what can be written now. Returns None when the backlog is empty, else
-        the seconds until a store that failed may be tried again."""
+        the seconds until a store that failed may be tried again. With ``deadline`` (the
+        exit), a batch that would not be written before it, at the store's recent pace,
+        is not started (``out_of_time``)."""
         now = time.monotonic()
         blocked: list[_Chunk] = []
         wait = None
+        self.out_of_time = False
         while self._chunks:
             first = self._chunks.popleft()
             destination = first.destination
@@ -248,11 +288,17 @@ class Writer:
                 delay = state.next_try - now
                 wait = delay if wait is None else min(wait, delay)
                 continue
+            if deadline is not None and now + first.count * state.span_seconds > deadline:
+                blocked.append(first)
+                self.out_of_time = True
+                continue
             batch = [first]
             count = first.count
             while self._chunks and count < BATCH_SPANS:
                 nxt = self._chunks[0]
-                if nxt.destination != destination:
+                if nxt.destination != destination or (
+                    deadline is not None and now + (count + nxt.count) * state.span_seconds > deadline
+                ):
                     break
                 batch.append(self._chunks.popleft())
                 count += nxt.count
@@ -272,8 +318,12 @@ class Writer:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
             wires = [wire for chunk in batch for wire in chunk.wires()]
+            started = time.monotonic()
             spans = [wire_to_span(wire) for wire in wires]
             self._client(uri).log_spans(experiment_id, spans)
+            state = self._state(uri)
+            pace = (time.monotonic() - started) / max(1, count)
+            state.span_seconds = pace if not state.span_seconds else 0.5 * (state.span_seconds + pace)
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
@@ -288,16 +338,32 @@ class Writer:
                 self._done_with(batch, count, f"{type(exc).__name__}: {reporting.first_line(exc)}")
                 return True
             return False
-        self._ok(uri)
         self.pending -= count
         self.exported += count
+        for chunk in batch:
+            chunk.settled()
+        self._ok(uri)
         if destination.run_id is not None:
             self._link_to_run(destination, experiment_id, wires)
         return True
 
-    def _done_with(self, batch, count, reason) -> None:
+    def _done_with(self, batch, count, reason, keep: bool = False) -> None:
+        """Give up on a batch: kept in the spool when ``keep`` and there is one, else
+        dropped (counted with ``reason``)."""
         self.pending -= count
-        self._drop(count, reason)
+        if keep and self.spool is not None and count:
+            try:
+                self.spool.keep(
+                    batch[0].destination.tracking_uri,
+                    [(chunk.destination, chunk.count, chunk.payload) for chunk in batch],
+                )
+                self.spooled[reason] += count
+            except Exception as exc:
+                self._drop(count, f"{reason}; cannot keep them in {self.spool.directory} ({exc!r})")
+        else:
+            self._drop(count, reason)
+        for chunk in batch:
+            chunk.settled()
 
     def _link_to_run(self, destination, experiment_id, wires) -> None:
         """Give each finished root of a run's traces MLflow's source-run metadata.
@@ -325,40 +391,46 @@ class Writer:
         self, deadline: float, wait_for_down_stores: bool = False,
         timeout_reason: str = "exit flush timed out",
     ) -> None:
-        """Write the backlog until ``deadline``; drop (and count) what is left.
+        """Write the backlog until ``deadline``; spool or drop (and count) what is left.
 
         A store already known to be down gets one more probe, not the whole budget
         (unless ``wait_for_down_stores``)."""
         if not wait_for_down_stores:
             for uri, state in list(self._stores.items()):
                 if time.monotonic() < state.rejected_until:
-                    self._drop_destination_uri(uri, state.reason)
+                    self._drop_destination_uri(uri, state.reason, keep=True)
                 elif not state.healthy and state.failures and uris.is_http(uri):
                     try:
                         probe(uri, timeout=min(PROBE_TIMEOUT, max(0.1, deadline - time.monotonic())))
                         state.next_try = 0.0
                     except StoreUnavailable as exc:
                         state.reason = str(exc)
-                        self._drop_destination_uri(uri, state.reason)
+                        self._drop_destination_uri(uri, state.reason, keep=True)
         while self._chunks:
-            wait = self.pump()
-            if wait is None:
+            wait = self.pump(deadline)
+            if wait is None or self.out_of_time:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             time.sleep(min(wait, left))
+        left: dict = {}
         while self._chunks:
             chunk = self._chunks.popleft()
             state = self._stores.get(chunk.destination.tracking_uri)
             reason = state.reason if state is not None and state.reason else timeout_reason
-            self._done_with([chunk], chunk.count, reason)
+            left.setdefault((chunk.destination.tracking_uri, reason), []).append(chunk)
+        for (_, reason), chunks in left.items():
+            self._done_with(chunks, sum(chunk.count for chunk in chunks), reason, keep=True)
 
-    def _drop_destination_uri(self, uri, reason) -> None:
-        keep = collections.deque()
+    def _drop_destination_uri(self, uri, reason, keep: bool = False) -> None:
+        kept = collections.deque()
+        mine = []
         for chunk in self._chunks:
             if chunk.destination.tracking_uri == uri:
-                self._done_with([chunk], chunk.count, reason)
+                mine.append(chunk)
             else:
-                keep.append(chunk)
-        self._chunks = keep
+                kept.append(chunk)
+        self._chunks = kept
+        if mine:
+            self._done_with(mine, sum(chunk.count for chunk in mine), reason, keep=keep)
