@@ -366,6 +366,7 @@ class Exporter:
             thread.join(max(0.0, self._deadline - time.monotonic()))
             left = 0
             if thread.is_alive():  # still writing: what it holds is lost
+                self.sinks.keep_records(self._queue, f"exit flush timed out after {budget:g} s")
                 left += len(self._queue) + self._busy + self.sinks.abandon_local()
                 self._queue.clear()
             left += self.sinks.abandon_process()

@@ -467,6 +467,35 @@ class Sinks:
         if process is not None:
             process.wait(deadline)
 
+    def keep_records(self, queue, reason: str) -> None:
+        """At exit, with the exporter thread stuck in a write: the records still queued go
+        to the spool (when there is one) instead of being lost."""
+        if not self.settings.spool_dir:
+            return
+        from synalinks_obs.export.wire import record_to_wire
+        from synalinks_obs.masking import policy_for
+
+        policy = policy_for(self.settings)
+        groups: dict = {}
+        while True:
+            try:
+                record = queue.popleft()  # the stuck thread may take some too: each once
+            except IndexError:
+                break
+            try:
+                groups.setdefault(record.trace.destination, []).append(
+                    record_to_wire(record, self.settings, policy)
+                )
+            except Exception:
+                self.lost["internal error converting a span"] += 1
+        spool = Spool(self.settings.spool_dir)
+        for destination, wires in groups.items():
+            try:
+                spool.keep(destination.tracking_uri, [(destination, len(wires), wires)])
+                self.gone_spooled[reason] += len(wires)
+            except Exception as exc:
+                self.lost[f"{reason}; cannot keep them in {spool.directory} ({exc!r})"] += len(wires)
+
     def abandon_local(self) -> int:
         """The local Writer's backlog, given up (exit budget spent); how many spans."""
         return self.local.abandon() if self.local is not None else 0

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                 timeout_reason=f"exit flush timed out after {exit_budget:g} s",
             )
         else:
-            wait = writer.pump()
+            wait = writer.pump(stop=lambda: bool(inbox))  # a message (close?) comes first
         if not niced:
             # In the background once started (and the store opened, when the app asked
             # at start-up): when cores are scarce, the app goes first.

@@ -38,6 +38,11 @@ from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
+# ... and about this many seconds of writing at the store's recent pace, so that an exit
+# (or a new message) never waits long for a batch in flight.
+BATCH_SECONDS = 1.0
+MIN_BATCH_SPANS = 200  # (MLflow's per-call work makes smaller batches slower per span)
+DRAIN_MARGIN = 1.5  # at exit, a batch is started only if 1.5x its expected time is left
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
 REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
@@ -267,16 +272,18 @@ class Writer:
             self._clients[tracking_uri] = client
         return client
 
-    def pump(self, deadline: float | None = None) -> float | None:
+    def pump(self, deadline: float | None = None, stop=None) -> float | None:
         """Write what can be written now. Returns None when the backlog is empty, else
         the seconds until a store that failed may be tried again. With ``deadline`` (the
         exit), a batch that would not be written before it, at the store's recent pace,
-        is not started (``out_of_time``)."""
+        is not started (``out_of_time``); ``stop()`` true: return before the next batch."""
         now = time.monotonic()
         blocked: list[_Chunk] = []
         wait = None
         self.out_of_time = False
         while self._chunks:
+            if stop is not None and stop():
+                break
             first = self._chunks.popleft()
             destination = first.destination
             state = self._state(destination.tracking_uri)
@@ -288,17 +295,23 @@ class Writer:
                 delay = state.next_try - now
                 wait = delay if wait is None else min(wait, delay)
                 continue
-            if deadline is not None and now + first.count * state.span_seconds > deadline:
-                blocked.append(first)
-                self.out_of_time = True
-                continue
+            pace = state.span_seconds * (DRAIN_MARGIN if deadline is not None else 1.0)
+            limit = BATCH_SPANS
+            if pace:
+                limit = max(MIN_BATCH_SPANS, min(limit, int(BATCH_SECONDS / pace)))
+                if deadline is not None:
+                    limit = min(limit, int((deadline - now) / pace))
+                if limit < 1:
+                    blocked.append(first)
+                    self.out_of_time = True
+                    continue
+                if first.count > limit:
+                    first = self._split(first, limit)
             batch = [first]
             count = first.count
-            while self._chunks and count < BATCH_SPANS:
+            while self._chunks and count < limit:
                 nxt = self._chunks[0]
-                if nxt.destination != destination or (
-                    deadline is not None and now + (count + nxt.count) * state.span_seconds > deadline
-                ):
+                if nxt.destination != destination or count + nxt.count > limit:
                     break
                 batch.append(self._chunks.popleft())
                 count += nxt.count
@@ -311,6 +324,17 @@ class Writer:
             return None
         return max(0.0, wait or 0.0)
 
+    def _split(self, chunk: _Chunk, count: int) -> _Chunk:
+        """The first ``count`` spans of a chunk; the rest goes back to the front."""
+        wires = chunk.wires()
+        head = _Chunk(chunk.destination, count, wires[:count], chunk.claim)
+        rest = _Chunk(chunk.destination, len(wires) - count, wires[count:], chunk.claim)
+        if chunk.claim is not None:
+            chunk.claim.open_batches += 1  # one batch of its file is now two
+        rest.attempts = head.attempts = chunk.attempts
+        self._chunks.appendleft(rest)
+        return head
+
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
@@ -318,9 +342,10 @@ class Writer:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
             wires = [wire for chunk in batch for wire in chunk.wires()]
+            client = self._client(uri)  # (opening the store is not the write's pace)
             started = time.monotonic()
             spans = [wire_to_span(wire) for wire in wires]
-            self._client(uri).log_spans(experiment_id, spans)
+            client.log_spans(experiment_id, spans)
             state = self._state(uri)
             pace = (time.monotonic() - started) / max(1, count)
             state.span_seconds = pace if not state.span_seconds else 0.5 * (state.span_seconds + pace)
