@@ -74,7 +74,7 @@ class Spool:
         """Append ``[(destination, count, payload)]`` for one store; spans kept."""
         if not batches:
             return 0
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)  # payloads: this user's only
         buffer = io.BytesIO()
         kept = 0
         for destination, count, payload in batches:
@@ -85,7 +85,7 @@ class Spool:
         name = f"{store_key(tracking_uri)}.{os.getpid()}.{time.time_ns()}{SUFFIX}"
         path = os.path.join(self.directory, name)
         temporary = path + ".tmp"
-        with open(temporary, "wb") as file:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
             file.write(buffer.getvalue())
             file.flush()
             os.fsync(file.fileno())

@@ -85,6 +85,8 @@ def test_spans_given_up_at_exit_are_kept_then_written_once_by_the_next_writer(sq
     files = _spool_files(directory)
     assert len(files) == 1 and files[0].startswith(store_key(sqlite_uri) + ".")
     assert "sqlite" not in open(directory / files[0], "rb").read().decode("latin-1")  # no URI kept
+    assert os.stat(directory / files[0]).st_mode & 0o777 == 0o600  # payloads: private
+    assert os.stat(directory).st_mode & 0o777 == 0o700
     assert sorted(_landed(sqlite_uri)) == _expected(first)
 
     # The next process writing to the same store takes the spool over.
