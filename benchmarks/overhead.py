@@ -118,6 +118,11 @@ APP = textwrap.dedent(
     while warm_calls < 5 or time.perf_counter() - warm_start < float(os.environ["WARMUP"]):
         asyncio.run(loop(1, []))
         warm_calls += 1
+    warm_backlog = 0.0
+    if config == "obs":  # the loop starts in the steady state: the warm-up's spans written
+        flushed = time.perf_counter()
+        synalinks_obs.flush(120)
+        warm_backlog = time.perf_counter() - flushed
     import gc
 
     gc.collect()
@@ -145,13 +150,25 @@ APP = textwrap.dedent(
     if burner is not None:
         burner.kill()
         burner.wait()
+    exporter_hwm_kb = None  # the exporter process's peak RSS so far (spans in flight now)
+    if config == "obs":
+        try:
+            from synalinks_obs.runtime import RUNTIME
+
+            with open(f"/proc/{RUNTIME.exporter.sinks.process.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        exporter_hwm_kb = int(line.split()[1])
+        except Exception:
+            pass
     print(json.dumps({
         "times": times, "loop_cpu": cpu1 - cpu0, "thread_cpu": thread1 - thread0,
         "loop_wall": wall1 - wall0, "loop_end": time.time(),
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "startup": wall0 - started, "warm_calls": warm_calls,
         "gc_seconds": gc_stats["seconds"], "gc_full": gc_stats["full"],
-        "load": os.getloadavg()[0],
+        "load": os.getloadavg()[0], "warm_backlog_s": warm_backlog,
+        "exporter_hwm_kb": exporter_hwm_kb,
     }), flush=True)
     '''
 )
@@ -203,8 +220,8 @@ def run_app(app, workload, config, calls, uri, base_url, env):
     if config == "busy":  # the burner is not the app's
         result["cpu"] = float("nan")
     result["maxrss_kb"] = usage.ru_maxrss
-    # the exporter process (the largest child; the control's burner is small)
-    result["exporter_maxrss_kb"] = at_exit["children_maxrss_kb"] if at_exit else None
+    # (not the exporter process's: a child's RSS before its exec is the app's)
+    result["children_maxrss_kb"] = at_exit["children_maxrss_kb"] if at_exit else None
     result["exit_time"] = exited - result["loop_end"]
     result["stderr"] = [l for l in stderr.splitlines() if "synalinks-obs" in l][-2:]
     return result
@@ -394,9 +411,10 @@ def summarize(results, calls_by_config, workload):
             "loop_wall_s": result["loop_wall"], "exit_s": result["exit_time"],
             "exit_vs_untraced_s": result["exit_time"] - base["exit_time"],
             "maxrss_mb": result["maxrss_kb"] / 1024,
-            "exporter_maxrss_mb": (result["exporter_maxrss_kb"] or 0) / 1024,
+            "exporter_maxrss_mb": (result.get("exporter_hwm_kb") or 0) / 1024,
             "gc_s": result["gc_seconds"], "load": result.get("load"),
             "warm_calls": result["warm_calls"], "stderr": result["stderr"],
+            "warm_backlog_flush_s": result.get("warm_backlog_s"),
         }
         if "landed" in result:
             row["landed"] = result["landed"]
@@ -406,8 +424,9 @@ def summarize(results, calls_by_config, workload):
 
 
 def memory(a_rows, max_queue_spans=100_000):
-    """Peak RSS per 10,000 spans in flight with the store down: the app and the exporter
-    process, against untraced and an exporter process with a small backlog."""
+    """Peak RSS per 10,000 spans in flight with the store down: the app (against untraced)
+    and the exporter process (its VmHWM at the loop's end, against the one of the sqlite
+    run, whose backlog was flushed before its loop)."""
     down = a_rows.get("down")
     if down is None:
         return None
