@@ -1,13 +1,14 @@
 """The exporter process's wire protocol: frames of a 4-byte big-endian length and a pickle.
 
-The app sends ``("spans", destination, count, pickled_wires)`` and, at exit,
+The app sends ``("spans", destination, count, pickled_wires, batch_id)`` and, at exit,
 ``("close", seconds)`` (how long the last writes may take); EOF on the process's stdin
 means "finish and exit". The process answers on the file descriptor given as its first
 argument with ``("hello", pid)`` once MLflow is imported, ``("done", exported,
-{reason: dropped}, held)`` after every write (``held``: spans waiting for a store that
-is failing), ``("experiment", key, experiment_id)`` when it resolved one,
-``("problem", text)`` when the store starts failing, ``("warning", text)``, and
-``("bye", ...)`` as its last word.
+{reason: dropped}, held, [batch_id, ...])`` after every write (``held``: spans waiting
+for a store that is failing; the ids: batches now written or dropped and counted, which
+the app no longer keeps for a resend), ``("experiment", key, experiment_id)`` when it
+resolved one, ``("problem", text)`` when the store starts failing, ``("warning",
+text)``, and ``("bye", ...)`` (as "done") as its last word.
 """
 
 from __future__ import annotations
