@@ -398,7 +398,7 @@ class Exporter:
         """Write what is queued from this thread (at exit no thread can be started)."""
         if not (self._has_work() or self.sinks.all()):
             return
-        if self.sinks.process is None:
+        if self.sinks.process is None and not self.sinks.mlflow_unsafe:
             self.sinks.process_tried = True  # not worth an interpreter now
         try:
             self._run(deadline=time.monotonic() + budget)

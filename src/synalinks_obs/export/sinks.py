@@ -325,8 +325,8 @@ class Sinks:
         now = time.monotonic()
         if self._records_since is None:
             self._records_since = now
-        if now - self._records_since < PROCESS_AFTER and queued < batch_size:
-            return
+        if now - self._records_since < PROCESS_AFTER and queued < batch_size and not self.mlflow_unsafe:
+            return  # (a process forked mid-MLflow-call cannot write itself: start it now)
         self.process_tried = True
         if not self.settings.export_process:
             return
@@ -371,14 +371,15 @@ class Sinks:
 
     def choose(self, urgent: bool):
         """Where spans go now: the exporter process once it is ready; until then (if
-        they cannot wait) or without it, the Writer in this thread; None: wait."""
+        they cannot wait) or without it, the Writer in this thread; None: wait. (A
+        process forked mid-MLflow-call waits for its own exporter process.)"""
         process = self.process
         if process is not None and not process.finished:
             if process.ready:
                 return process
             if not urgent or self.mlflow_unsafe:
                 return None  # starting: keep the records a little longer
-        elif process is None and not self.process_tried and not urgent:
+        elif process is None and not self.process_tried and (not urgent or self.mlflow_unsafe):
             if self.settings.export_process:
                 return None  # it may start soon (see maybe_start_process)
         return self.local_sink()

@@ -2,8 +2,9 @@
 
 Started by the app's exporter thread (``export.sinks.ProcessSink``) with the same Python
 (``python -P -c ...``: the app's directory is not on its path) so that MLflow's span
-building and SQLAlchemy work run on another core, not the app's GIL. It runs at a lower
-priority, ignores Ctrl-C (the app decides when it stops: EOF on stdin), writes until the
+building and SQLAlchemy work run on another core, not the app's GIL. Once started (its
+imports done, the store opened by its first write) it runs at a lower priority; it
+ignores Ctrl-C (the app decides when it stops: EOF on stdin), writes until the
 app says "close" (with the time left) or goes away, reports progress after every write
 (``store.protocol``: with the ids of the batches it is done with, so the app can resend
 the others if this process dies), and leaves without the interpreter's teardown.
@@ -32,10 +33,6 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     out_fd, exit_budget, max_spans = int(argv[0]), float(argv[1]), int(argv[2])
-    try:  # in the background: when cores are scarce, the app goes first
-        os.nice(10)
-    except OSError:
-        pass
     # Ctrl-C reaches the whole process group: the app decides when we stop (EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
@@ -91,6 +88,7 @@ def main(argv=None) -> int:
     wait = None
     reported = (0, {})
     closing = False
+    niced = False
     while True:
         with wake:
             if not inbox and not stop.is_set():
@@ -118,6 +116,14 @@ def main(argv=None) -> int:
             )
         else:
             wait = writer.pump()
+        if not niced and (writer.exported or writer.held or writer.dropped):
+            # In the background once started (imported, the store opened and its schema
+            # created at full speed): when cores are scarce, the app goes first.
+            niced = True
+            try:
+                os.nice(10)
+            except OSError:
+                pass
         state = (writer.exported, dict(writer.dropped), writer.held)
         finished, writer.finished_tags = writer.finished_tags, []
         if state != reported or finished:
