@@ -100,6 +100,25 @@ def _fresh_warnings():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_exporter():
+    """The process-wide exporter (its drop counters, its stores' states, whether it runs
+    an exporter process) does not outlive the test that made it, so what a test counts
+    does not depend on which tests ran before it on the same worker. Left alone while
+    tracing is still on (a class-scoped activation)."""
+    yield
+    from synalinks_obs.runtime import RUNTIME
+
+    exporter = RUNTIME.exporter
+    if exporter is None or RUNTIME.tracer is not None or RUNTIME.hook_tracer is not None:
+        return
+    RUNTIME.exporter = None
+    try:
+        exporter.shutdown(timeout=30, report=False)
+    except Exception:  # a test that broke it on purpose: it is dropped all the same
+        pass
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(_SYNALINKS_HOME, ignore_errors=True)
 

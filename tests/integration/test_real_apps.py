@@ -5,8 +5,10 @@ Fresh interpreters of the installed wheel (``wheel_python``), not forks: the app
 ``SYNALINKS_OBSERVABILITY=1 python app.py`` (the ``.pth`` activation) and as
 ``python -m synalinks_obs.run app.py`` (the launcher), every setting at its shipped
 default, into MLflow's default store ``./mlflow.db``, which the traced run creates
-itself. Compared with ``python app.py``: same output, exit status and stderr, an exit at
-most the shipped ``SYNALINKS_OBS_FLUSH_TIMEOUT`` longer, every span in the store once.
+itself (the app waits, once, for its exporter process to have written its first
+traces: ``SCENARIO=warm-start``). Compared with ``python app.py``: same output, exit
+status and stderr, an exit at most the shipped ``SYNALINKS_OBS_FLUSH_TIMEOUT`` longer,
+every span in the store once.
 What the app's process itself did is recorded by an audit hook in the app (``AUDIT``):
 it starts the exporter process and never opens the store. The ``.pth`` run works in a
 directory holding a ``struct.py`` and an ``mlflow.py`` that would break any process
@@ -21,13 +23,24 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from app_processes import APP, assert_complete, questions, real_traces, started_exporter, store_connections
+from app_processes import (
+    APP,
+    Control,
+    assert_complete,
+    exporter_processes,
+    questions,
+    real_traces,
+    started_exporter,
+    store_connections,
+    wait_until,
+)
 from wheel_env import TIMEOUT, clean_env
 
 # The shipped default of SYNALINKS_OBS_FLUSH_TIMEOUT, the exit bound the README states.
@@ -35,7 +48,9 @@ SHIPPED_FLUSH_TIMEOUT = 30.0
 # What a loaded 2-core machine adds to an exit on top of that bound (see
 # test_reliability_process.py): process teardown and scheduling.
 EXIT_TOLERANCE = 5.0
-CALLS = 700  # 2,100 spans: the app keeps calling long enough to start the exporter process
+# An app that keeps working: a few calls, then (once its exporter process has created
+# the store and written them: the app asks, SCENARIO=warm-start) 100 calls 0.1 s apart.
+CALLS, PACE = 100, 0.1
 
 SHADOW = """\
 import os
@@ -43,6 +58,28 @@ with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "shadow-impor
     f.write(__name__ + "\\n")
 raise ImportError("the app's own {name}.py was imported instead of the real module")
 """
+
+
+def exporter_wrote(started, name, store):
+    """``exporter-ready`` returns once the app's exporter process exists and has written
+    its first traces into ``store`` (read with sqlite3: opening it with MLflow from here
+    could race the schema's creation)."""
+
+    def first_traces_written():
+        if not store.exists():
+            return False
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1) as db:
+                return db.execute("SELECT count(*) FROM trace_info").fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    def exporter_ready():
+        wait_until(lambda: name in started, 60, "the app's start")
+        wait_until(lambda: exporter_processes(started[name].process.pid), 240, "its exporter process")
+        wait_until(first_traces_written, 240, "its first traces")
+
+    return Control({"exporter-ready": exporter_ready})
 
 
 class Started:
@@ -86,18 +123,29 @@ def test_pth_and_launcher_apps_into_a_store_they_create(wheel_python, tmp_path):
         directory.mkdir()
     for name in ("struct", "mlflow"):  # beside where the app runs: never the exporter's
         (workdirs["pth"] / f"{name}.py").write_text(SHADOW.replace("{name}", name))
-    common = dict(SYNALINKS_HOME=tmp_path / "home", CALLS=CALLS, END_MARK="end-mark", AUDIT="audit.json")
-    started = {
-        "plain": Started(wheel_python, [app], clean_env(**common), workdirs["plain"]),
-        "pth": Started(wheel_python, [app], clean_env(SYNALINKS_OBSERVABILITY="1", **common), workdirs["pth"]),
-        "launcher": Started(wheel_python, ["-m", "synalinks_obs.run", app], clean_env(**common),
-                            workdirs["launcher"]),
-    }
-    for run in started.values():
-        run.wait()
+    common = dict(SYNALINKS_HOME=tmp_path / "home", CALLS=CALLS, PACE=PACE, END_MARK="end-mark",
+                  AUDIT="audit.json", SCENARIO="warm-start")
+    started = {}
+    controls = {name: exporter_wrote(started, name, workdirs[name] / "mlflow.db") for name in ("pth", "launcher")}
+    try:
+        started["plain"] = Started(wheel_python, [app], clean_env(**common), workdirs["plain"])
+        started["pth"] = Started(
+            wheel_python, [app], clean_env(SYNALINKS_OBSERVABILITY="1", CONTROL=controls["pth"].url, **common),
+            workdirs["pth"],
+        )
+        started["launcher"] = Started(
+            wheel_python, ["-m", "synalinks_obs.run", app], clean_env(CONTROL=controls["launcher"].url, **common),
+            workdirs["launcher"],
+        )
+        for run in started.values():
+            run.wait()
+    finally:
+        for control in controls.values():
+            control.close()
+    assert not [c.errors for c in controls.values() if c.errors]
     plain = started["plain"]
     assert plain.process.returncode == 0, plain.stderr[-3000:]
-    expected = sorted(f"main-run-{i}" for i in range(CALLS))
+    expected = sorted([f"main-warm-{i}" for i in range(3)] + [f"main-run-{i}" for i in range(CALLS)])
     for name in ("pth", "launcher"):
         run = started[name]
         assert run.process.returncode == 0, (name, run.stderr[-3000:])

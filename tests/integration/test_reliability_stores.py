@@ -24,6 +24,7 @@ from app_processes import (
     PeakMemory,
     assert_complete,
     assert_same_app_behaviour,
+    calls_connecting_to,
     exporter_processes,
     extra_stderr,
     kill_exporter_process,
@@ -66,10 +67,12 @@ def test_a_store_down_failing_or_slow_never_touches_the_app(zygote, mlflow_serve
     ``/health`` answers while its span writes fail (HTTP 500) or answer after 10 s (met by
     the exporter process and by the app's own thread): same output and exit status, an
     exit at most SYNALINKS_OBS_FLUSH_TIMEOUT longer (a store known to be down not waited
-    for at all), one line saying what was not written and why; what a slow store took is
-    there once, and with what the line counts, it is every span."""
+    for at all), never a connection to the store from the app's calls, one line saying
+    what was not written and why; what a slow store took is there once, and with what the
+    line counts, it is every span."""
     calls, budget = 400, 5.0  # 1,200 spans of program calls; the buffers hold 300
-    common = dict(CALLS=calls, SYNALINKS_OBS_FLUSH_TIMEOUT=budget, SYNALINKS_OBS_MAX_QUEUE_SPANS=300)
+    common = dict(CALLS=calls, SYNALINKS_OBS_FLUSH_TIMEOUT=budget, SYNALINKS_OBS_MAX_QUEUE_SPANS=300,
+                  AUDIT="audit.json")
     faults = {  # name: (store, scenario, exporter process)
         "down": (FaultyStore("down"), "plain", 1),
         "down-in-process": (FaultyStore("down"), "plain", 0),
@@ -122,6 +125,7 @@ def test_a_store_down_failing_or_slow_never_touches_the_app(zygote, mlflow_serve
         if not name.startswith("down"):  # a store known to be down is not waited for
             limit += budget
         assert run.exit_seconds <= limit, (name, run.exit_seconds, plain[scenario].exit_seconds)
+        assert calls_connecting_to(run.audit(), faults[name][0].url) == []  # never per call
         landed = real_traces(mlflow_server.uri, experiments[name]) if name.startswith("write") else []
         if name.startswith("write-slow"):
             # It took some spans, each once; with what the line counts, every span (a write

@@ -1,7 +1,8 @@
 """``python -m synalinks_obs doctor`` (SPEC section 7).
 
 The passing case against correctly started servers is in test_production_deploy.py
-(every set-up of examples/deploy/ must pass it). Here: a server started with
+(every set-up of examples/deploy/ must pass it), and the command exiting 0 on a good
+set-up in tests/integration/test_real_apps.py. Here: a server started with
 ``--no-serve-artifacts`` fails the artifact check naming the flag (the real command, in a
 subprocess, text and ``--json``), a server that is not there fails fast, and a local
 store that does not exist is reported without being created.
@@ -14,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -49,14 +49,17 @@ def test_doctor_fails_a_server_without_artifact_proxy(mlflow_server_factory, tmp
                  "modules built early", "settings"):
         assert checks[name]["ok"], checks[name]
     assert "none are missed" in checks["modules built early"]["detail"]
-    # SYNALINKS_OBSERVABILITY=1 works where the wheel's .pth is installed (scripts/run-tests);
-    # in an editable install both checks say why it does not.
-    from synalinks_obs.cli.checks import find_pth
+    # SYNALINKS_OBSERVABILITY=1 works where the wheel's .pth is installed (scripts/run-tests
+    # installs the wheel; found here from the interpreter's own site directory, not with
+    # the doctor's code); in an editable install both checks say why it does not.
+    import sysconfig
 
-    installed = bool(find_pth())
+    pth = os.path.join(sysconfig.get_path("purelib"), "synalinks_obs.pth")
+    installed = os.path.isfile(pth)
     tracing = checks["tracing"]
     assert checks["start-up hook"]["ok"] == installed == tracing["ok"], checks
     if installed:
+        assert checks["start-up hook"]["detail"] == f"{pth} present"
         assert "SYNALINKS_OBSERVABILITY=1" in tracing["detail"]
     # Nothing traced by the doctor itself, and its scratch run is gone.
     import mlflow
@@ -78,9 +81,7 @@ def test_doctor_text_output_one_line_per_check_and_unreachable_server(tmp_path, 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens there
-    started = time.monotonic()
     status = doctor.main(["--tracking-uri", f"http://127.0.0.1:{port}", "--timeout", "3"])
-    elapsed = time.monotonic() - started
     lines = capsys.readouterr().out.splitlines()
     assert status == 1
     assert lines[0] == f"synalinks-obs doctor: http://127.0.0.1:{port}, experiment 'synalinks_traces'"
@@ -95,8 +96,7 @@ def test_doctor_text_output_one_line_per_check_and_unreachable_server(tmp_path, 
     assert f"http://127.0.0.1:{port} (from --tracking-uri)" in body[6]
     for line in (body[6], body[8], body[9]):
         assert line.startswith("[FAIL]") and "not tried: the server is not usable" in line
-    assert lines[-1].endswith("check(s) failed")
-    assert elapsed < 30, elapsed  # no minutes of HTTP retries
+    assert lines[-1].endswith("check(s) failed")  # its duration: benchmarks/faults.py
 
 
 def test_doctor_on_a_local_store_that_does_not_exist(tmp_path, monkeypatch, capsys):

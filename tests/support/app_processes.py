@@ -4,13 +4,14 @@
 per phase, printing each result); its ``SCENARIO`` chooses how it runs and ends (see the
 script). ``TRACED=1`` makes it call ``synalinks_obs.enable()`` (settings from the
 environment); otherwise it never mentions tracing, so it is also the app that the
-``.pth`` activation and the launcher trace with zero code changes. ``PAYLOAD=N`` makes
-each call carry N more characters, and each module return a new string that long
+``.pth`` activation and the launcher trace with zero code changes. ``PACE=S`` waits S seconds after each call (an app that keeps working for a while);
+``PAYLOAD=N`` makes each call carry N more characters, and each module return a new string that long
 (memory tests). ``CONTROL=URL`` lets the app ask the test to act at chosen points of its
 run (take the store down, kill the exporter process...): a GET of ``URL/<action>`` that
 returns once the test has acted. ``END_MARK=PATH``: the time its own work ended
 (then its exit starts). ``AUDIT=PATH`` writes, at the very end of the process,
-the store connections (``sqlite3.connect``) and subprocesses it started, as JSON.
+the databases it opened (``sqlite3.connect``), the subprocesses it started and the
+connections its calls made (from its main thread, before its exit), as JSON.
 
 ``Zygote`` runs the app without paying ``import synalinks`` (15-30 s) per run: a process
 imports Synalinks and synalinks-obs once, then forks one child per run. A child sets its
@@ -46,8 +47,9 @@ EXPORTER_MARK = b"synalinks_obs.store.worker"  # in the exporter process's comma
 APP = textwrap.dedent(
     '''
     """A small Synalinks app: N program calls of Input -> A -> B, printing each result."""
-    import asyncio, atexit, json, os, signal, sys, time, urllib.request
+    import asyncio, atexit, json, os, signal, sys, threading, time, urllib.request
 
+    _ended = []  # set when the app's own work is over (its exit starts)
     if os.environ.get("AUDIT"):  # the test watches what this process opens and starts
         _seen = []
 
@@ -56,6 +58,10 @@ APP = textwrap.dedent(
                 _seen.append(["sqlite3.connect", str(args[0])])
             elif event == "subprocess.Popen":
                 _seen.append(["subprocess.Popen", [str(a) for a in (args[1] or ())]])
+            elif event == "socket.connect" and isinstance(args[1], tuple) and not _ended and (
+                threading.current_thread() is threading.main_thread()
+            ):
+                _seen.append(["socket.connect from the app's calls", [str(args[1][0]), args[1][1]]])
 
         sys.addaudithook(_audit)
         atexit.register(lambda: open(os.environ["AUDIT"], "w").write(json.dumps(_seen)))
@@ -90,12 +96,16 @@ APP = textwrap.dedent(
     program = asyncio.run(build())
     tag = os.environ.get("TAG", "main")
 
+    PACE = float(os.environ.get("PACE", "0"))  # seconds between two calls (a server's pace)
+
     def calls(phase, count):
         async def run():
             for i in range(count):
                 question = f"{tag}-{phase}-{i}" + "q" * PAYLOAD
                 result = await program(Question(question=question))
                 print(result.get("question")[:40])
+                if PACE:
+                    await asyncio.sleep(PACE)
         asyncio.run(run())
 
     def control(action):
@@ -103,6 +113,7 @@ APP = textwrap.dedent(
             urllib.request.urlopen(os.environ["CONTROL"] + "/" + action, timeout=600).read()
 
     def main_done():  # when the app's own work ended (its exit starts here)
+        _ended.append(True)
         if os.environ.get("END_MARK"):
             with open(os.environ["END_MARK"], "w") as mark:
                 mark.write(repr(time.time()))
@@ -373,6 +384,12 @@ def started_exporter(audit) -> bool:
         event == "subprocess.Popen" and any(EXPORTER_MARK.decode() in arg for arg in args)
         for event, args in audit
     )
+
+
+def calls_connecting_to(audit, url) -> list:
+    """Connections the app's calls (its main thread, before its exit) made to ``url``."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    return [args for event, args in audit if event == "socket.connect from the app's calls" and args[1] == port]
 
 
 def store_connections(audit, path) -> list:
