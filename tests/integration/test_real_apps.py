@@ -32,15 +32,17 @@ from pathlib import Path
 import pytest
 from app_processes import (
     APP,
-    Control,
     assert_complete,
-    exporter_processes,
     questions,
     real_traces,
+)
+from process_watch import (
+    exporter_processes,
     started_exporter,
     store_connections,
     wait_until,
 )
+from store_faults import Control
 from wheel_env import TIMEOUT, clean_env
 
 # The shipped default of SYNALINKS_OBS_FLUSH_TIMEOUT, the exit bound the README states.

@@ -16,7 +16,6 @@ import signal
 import time
 
 from app_processes import (
-    FaultyStore,
     assert_complete,
     assert_same_app_behaviour,
     extra_stderr,
@@ -24,6 +23,7 @@ from app_processes import (
     real_traces,
     sqlite_store,
 )
+from store_faults import FaultyStore
 
 # The shipped default of SYNALINKS_OBS_FLUSH_TIMEOUT, the bound the README states.
 SHIPPED_FLUSH_TIMEOUT = 30.0

@@ -19,19 +19,20 @@ import time
 
 import pytest
 from app_processes import (
-    Control,
-    FaultyStore,
-    PeakMemory,
     assert_complete,
     assert_same_app_behaviour,
-    calls_connecting_to,
-    exporter_processes,
     extra_stderr,
-    kill_exporter_process,
     questions,
     real_traces,
+)
+from process_watch import (
+    PeakMemory,
+    calls_connecting_to,
+    exporter_processes,
+    kill_exporter_process,
     wait_until,
 )
+from store_faults import Control, FaultyStore
 
 # What a loaded 2-core machine adds to an exit on top of the flush budget: killing the
 # exporter process, the interpreter's own teardown, and scheduling (measured: ~1-2 s).
@@ -57,6 +58,7 @@ def exporter_ready_control(store, runs, name):
 
     def exporter_ready():
         wait_until(lambda: store.requests, 240, "a request of the exporter process")
+        wait_until(lambda: name in runs, 60, "the app's start")
         wait_until(lambda: exporter_processes(runs[name].pid), 60, "the exporter process")
 
     return Control({"exporter-ready": exporter_ready})

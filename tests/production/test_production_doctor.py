@@ -110,3 +110,65 @@ def test_doctor_on_a_local_store_that_does_not_exist(tmp_path, monkeypatch, caps
     assert str(tmp_path / "mlflow.db") in store.detail  # MLflow's default, made absolute
     assert checks["server health"].ok and "local store" in checks["server health"].detail
     assert not (tmp_path / "mlflow.db").exists()  # the doctor did not create it
+
+
+def test_the_modules_built_early_check_can_fail(monkeypatch):
+    """The check calls a module built before the patch: a patch that records nothing
+    fails it (it used to look only for our marker on ``Module.__call__``)."""
+    import synalinks  # noqa: F401
+
+    import synalinks_obs
+    from synalinks_obs.cli import checks
+    from synalinks_obs.patching import module_call
+
+    synalinks_obs.uninstrument()  # the check patches (and un-patches) by itself
+    assert checks.check_early_modules().ok
+    monkeypatch.setattr(module_call, "wrap", lambda original: original)  # patched, traces nothing
+    check = checks.check_early_modules()
+    assert not check.ok, check
+    assert "not traced: BuiltBefore:doctor_built_before, DefinedAfter:doctor_defined_after" in check.detail
+
+
+@pytest.mark.server
+def test_doctor_says_deleted_only_when_deleting_worked(sqlite_uri, mlflow_server, monkeypatch):
+    """The trace-write check deletes its span, the artifact check its scratch run and file:
+    each line says "deleted" when that worked, and what stays when it did not."""
+    from mlflow.store.artifact import artifact_repository_registry
+    from mlflow.tracking import MlflowClient
+
+    from synalinks_obs.cli import store_checks
+
+    def checked(uri):
+        store = store_checks.StoreSession(store_checks.resolve_target(uri, "doctor_cleanup"))
+        return store_checks.check_trace_write(store), store_checks.check_artifacts(store, 10)
+
+    write, artifacts = checked(mlflow_server.uri)
+    assert write.ok and write.detail.endswith("read back and deleted"), write
+    assert artifacts.ok and artifacts.detail.endswith("; scratch file deleted; scratch run deleted"), artifacts
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("no deleting here")
+
+    class Undeletable:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def delete_artifacts(self, *args, **kwargs):
+            refuse()
+
+    real_repository = artifact_repository_registry.get_artifact_repository
+    monkeypatch.setattr(MlflowClient, "delete_traces", refuse)
+    monkeypatch.setattr(MlflowClient, "delete_run", refuse)
+    monkeypatch.setattr(artifact_repository_registry, "get_artifact_repository",
+                        lambda *a, **k: Undeletable(real_repository(*a, **k)))
+    for uri in (sqlite_uri, mlflow_server.uri):
+        write, _ = checked(uri)
+        assert write.ok and "deleted" not in write.detail.replace("deleting it failed", ""), write
+        assert "(deleting it failed: PermissionError; trace tr-" in write.detail and "stays)" in write.detail
+    _, artifacts = checked(mlflow_server.uri)
+    assert artifacts.ok and "scratch file deleted" not in artifacts.detail, artifacts
+    assert "deleting the scratch file failed (PermissionError)" in artifacts.detail
+    assert "deleting scratch run" in artifacts.detail and "failed (PermissionError)" in artifacts.detail

@@ -1,48 +1,40 @@
-"""Real app processes for the reliability tests, and stores that misbehave on purpose.
+"""Real app processes for the reliability tests, and how to compare them with their untraced run.
 
 ``APP`` is a small Synalinks app (Input -> Step "a" -> Step "b", ``CALLS`` program calls
 per phase, printing each result); its ``SCENARIO`` chooses how it runs and ends (see the
 script). ``TRACED=1`` makes it call ``synalinks_obs.enable()`` (settings from the
 environment); otherwise it never mentions tracing, so it is also the app that the
-``.pth`` activation and the launcher trace with zero code changes. ``PACE=S`` waits S seconds after each call (an app that keeps working for a while);
-``PAYLOAD=N`` makes each call carry N more characters, and each module return a new string that long
+``.pth`` activation and the launcher trace with zero code changes. ``PACE=S`` waits S
+seconds after each call (an app that keeps working for a while); ``PAYLOAD=N`` makes
+each call carry N more characters, and each module return a new string that long
 (memory tests). ``CONTROL=URL`` lets the app ask the test to act at chosen points of its
 run (take the store down, kill the exporter process...): a GET of ``URL/<action>`` that
-returns once the test has acted. ``END_MARK=PATH``: the time its own work ended
-(then its exit starts). ``AUDIT=PATH`` writes, at the very end of the process,
-the databases it opened (``sqlite3.connect``), the subprocesses it started and the
-connections its calls made (from its main thread, before its exit), as JSON.
+returns once the test has acted (``store_faults.Control``). ``END_MARK=PATH``: the time
+its own work ended (then its exit starts). ``AUDIT=PATH`` writes, at the very end of the
+process, the databases it opened (``sqlite3.connect``), the subprocesses it started and
+the connections its calls made (from its main thread, before its exit), as JSON
+(``process_watch`` reads it).
 
 ``Zygote`` runs the app without paying ``import synalinks`` (15-30 s) per run: a process
 imports Synalinks and synalinks-obs once, then forks one child per run. A child sets its
 environment, working directory and standard streams, runs the app as ``__main__`` and
 exits exactly as ``python app.py`` would (through the interpreter's normal shutdown,
 where the exit flush happens); each traced child starts its own exporter process.
-
-``FaultyStore``: a tracking URL whose behaviour the test chooses, as a whole (nothing
-listening, HTTP 500, answers after a delay, or a proxy to a real ``mlflow server``) and
-for span writes alone (``writes``: failing with 500, slow, hanging, or held until the
-test releases them) while ``/health`` and everything else pass through. ``Control``
-serves the app's ``CONTROL`` requests. ``PeakMemory`` samples the peak RSS (``VmHWM``)
-of an app process and of its exporter process until they exit.
+``Run.exit_seconds``: from the end of the app's own work to the end of its process.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-EXPORTER_MARK = b"synalinks_obs.store.worker"  # in the exporter process's command line
+from process_watch import started_exporter
 
 APP = textwrap.dedent(
     '''
@@ -373,293 +365,6 @@ class Zygote:
         self.process.stdin.close()
         self.process.kill()  # nothing of its own to finish (it never traced anything)
         self.process.wait()
-
-
-# -- processes ----------------------------------------------------------------------------
-
-
-def started_exporter(audit) -> bool:
-    """Whether an app's audit record shows it started the exporter process."""
-    return any(
-        event == "subprocess.Popen" and any(EXPORTER_MARK.decode() in arg for arg in args)
-        for event, args in audit
-    )
-
-
-def calls_connecting_to(audit, url) -> list:
-    """Connections the app's calls (its main thread, before its exit) made to ``url``."""
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    return [args for event, args in audit if event == "socket.connect from the app's calls" and args[1] == port]
-
-
-def store_connections(audit, path) -> list:
-    """The ``sqlite3.connect`` calls of an app's audit record that opened ``path``."""
-    target = os.path.realpath(path)
-    return [args for event, args in audit
-            if event == "sqlite3.connect" and os.path.realpath(args) == target]
-
-
-def children(pid) -> list[int]:
-    """The direct children of a process (every thread's)."""
-    found = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return found
-
-
-def exporter_processes(pid) -> list[int]:
-    """The exporter processes an app process started (its children running store.worker)."""
-    found = []
-    for child in children(pid):
-        try:
-            if EXPORTER_MARK in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
-        except OSError:
-            pass
-    return found
-
-
-def peak_rss_kb(pid) -> int | None:
-    """``VmHWM`` (peak resident set) of a live process, in kB; None once it has exited."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def alive(pid) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-class PeakMemory:
-    """Samples the peak RSS of an app process and of its exporter process(es) until the
-    app exits (``VmHWM`` only grows, so a late sample is exact for what came before)."""
-
-    def __init__(self, pid, every=0.05):
-        self.pid = pid
-        self.app_kb = 0
-        self.exporter_kb: dict[int, int] = {}
-        self._every = every
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self):
-        while True:
-            value = peak_rss_kb(self.pid)
-            if value is None:
-                return
-            self.app_kb = max(self.app_kb, value)
-            for child in exporter_processes(self.pid):
-                peak = peak_rss_kb(child)
-                if peak is not None:
-                    self.exporter_kb[child] = max(self.exporter_kb.get(child, 0), peak)
-            time.sleep(self._every)
-
-    def join(self, timeout=60):
-        self._thread.join(timeout)
-        return self
-
-    @property
-    def exporter_peak_kb(self) -> int:
-        assert self.exporter_kb, "no exporter process was seen"
-        return max(self.exporter_kb.values())
-
-
-# -- the app's control requests -------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Control:
-    """``URL/<action>`` runs ``actions[action]()`` in the test process, then answers."""
-
-    def __init__(self, actions: dict):
-        self.actions = dict(actions)
-        self.errors: list = []
-        control = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                try:
-                    control.actions[self.path.strip("/")]()
-                except BaseException as exc:  # reported by the test (control.errors)
-                    control.errors.append(exc)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self):
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout} s")
-        time.sleep(0.05)
-
-
-def kill_exporter_process(app_pid, timeout=240):
-    """SIGKILL the exporter process of an app process (waits for it to exist)."""
-    wait_until(lambda: exporter_processes(app_pid), timeout, "an exporter process")
-    (pid,) = exporter_processes(app_pid)
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not alive(pid), 30, f"the end of exporter process {pid}")
-    return pid
-
-
-# -- stores that misbehave ------------------------------------------------------------------
-
-
-class FaultyStore:
-    """A tracking store URL whose behaviour the test (or the app) chooses.
-
-    ``mode`` (the whole store): ``proxy`` (forward to ``upstream``, a real server's port),
-    ``error`` (HTTP 500 to every request, ``/health`` included), ``slow`` (answer 503
-    after ``delay`` seconds), ``down`` (nothing listens: connection refused).
-    ``writes`` (span writes only, in ``proxy`` mode; everything else passes through):
-    ``pass``, ``error`` (HTTP 500), ``slow`` (forwarded, answered after ``delay``),
-    ``hang`` (never answered while the store lives), ``hold`` (kept until ``release()``,
-    then forwarded)."""
-
-    SPAN_WRITE = "/v1/traces"  # MLflow's REST store sends log_spans there (OTLP)
-
-    def __init__(self, mode, upstream=None, delay=10.0, writes="pass"):
-        self.mode = mode
-        self.writes = writes
-        self.upstream = upstream
-        self.delay = delay
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.requests = 0
-        self.span_writes = 0  # span writes forwarded and answered 200
-        self.held = 0  # span writes held (``hold``)
-        self._release = threading.Event()
-        self._closed = threading.Event()
-        self._server = None
-        self._switching = threading.Lock()
-        self.set_mode(mode)
-
-    def down_once_spans_landed(self):
-        """Go down once a span write went through (the app's first spans landed)."""
-        wait_until(lambda: self.span_writes, 240, "a span write")
-        self.set_mode("down")
-
-    def set_mode(self, mode):
-        with self._switching:
-            self.mode = mode
-            if mode == "down" and self._server is not None:
-                self._server.shutdown()
-                self._server.server_close()
-                self._server = None
-            elif mode != "down" and self._server is None:
-                self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-                self._server.daemon_threads = True
-                threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def release(self):
-        """Forward the held span writes, and pass the next ones through."""
-        self.writes = "pass"
-        self._release.set()
-
-    def close(self):
-        self._closed.set()
-        self._release.set()
-        self.set_mode("down")
-
-    def _handler(self):
-        store = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                store.requests += 1
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if store.mode == "proxy":
-                    if store.SPAN_WRITE in self.path and store.writes != "pass":
-                        return self._span_write_fault(body)
-                    return self._forward(body)
-                if store.mode == "slow":
-                    time.sleep(store.delay)
-                    return self._reply(503, b'{"error_code": "TEMPORARILY_UNAVAILABLE"}')
-                return self._reply(500, b'{"error_code": "INTERNAL_ERROR", "message": "boom"}')
-
-            def _span_write_fault(self, body):
-                writes = store.writes
-                if writes == "error":
-                    return self._reply(500, b'{"error_code": "INTERNAL_ERROR", "message": "no spans"}')
-                if writes == "hang":
-                    store._closed.wait()
-                    return None
-                if writes == "hold":
-                    store.held += 1
-                    store._release.wait()
-                elif writes == "slow":
-                    time.sleep(store.delay)
-                return self._forward(body)
-
-            def _reply(self, status, body, headers=()):
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _forward(self, body):
-                connection = http.client.HTTPConnection("127.0.0.1", store.upstream, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                connection.request(self.command, self.path, body=body, headers=headers)
-                reply = connection.getresponse()
-                data = reply.read()
-                keep = [
-                    (k, v) for k, v in reply.getheaders()
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection")
-                ]
-                connection.close()
-                if reply.status == 200 and store.SPAN_WRITE in self.path:
-                    store.span_writes += 1
-                try:
-                    self._reply(reply.status, data, keep)
-                except OSError:  # the writer is gone (killed): the write landed anyway
-                    pass
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
-
-        return Handler
 
 
 # -- comparing a traced run with the untraced one -------------------------------------------
