@@ -23,6 +23,7 @@ from app_processes import (
     assert_same_app_behaviour,
     extra_stderr,
     questions,
+    read_traces,
     real_traces,
 )
 from process_watch import (
@@ -86,20 +87,28 @@ def test_a_store_down_failing_or_slow_never_touches_the_app(zygote, mlflow_serve
             store = FaultyStore("proxy", upstream=mlflow_server.port, writes=writes, delay=10.0)
             faults[f"write-{writes}{how}"] = (store, "warm-start" if process else "plain", process)
     experiments = {name: unique(name.replace("-", "_")) for name in faults}
-    runs, controls = {}, []
+    runs, plain, controls = {}, {}, []
     try:
-        plain = {scenario: zygote.run(f"outage-plain-{scenario}", False, SCENARIO=scenario, **common)
-                 for scenario in ("plain", "warm-start")}
-        for name, (store, scenario, process) in faults.items():
-            control = exporter_ready_control(store, runs, name)
-            controls.append(control)
-            runs[name] = zygote.run(
-                f"outage-{name}", True, SCENARIO=scenario, CONTROL=control.url,
-                MLFLOW_TRACKING_URI=store.url, MLFLOW_EXPERIMENT_NAME=experiments[name],
-                SYNALINKS_OBS_EXPORT_PROCESS=process, **common,
-            )
-        for run in (*plain.values(), *runs.values()):
-            run.wait()
+        # A few runs at a time, each group with its own untraced runs: the exits of a
+        # dozen heavy interpreters at once on 2 cores would vary by far more than the
+        # budget (the exit is mostly the interpreter's own teardown).
+        names = list(faults)
+        for group in (names[0:3], names[3:6], names[6:]):
+            scenarios = {faults[name][1] for name in group}
+            group_plain = {scenario: zygote.run(f"outage-plain-{scenario}", False, SCENARIO=scenario, **common)
+                           for scenario in scenarios}
+            for name in group:
+                store, scenario, process = faults[name]
+                control = exporter_ready_control(store, runs, name)
+                controls.append(control)
+                runs[name] = zygote.run(
+                    f"outage-{name}", True, SCENARIO=scenario, CONTROL=control.url,
+                    MLFLOW_TRACKING_URI=store.url, MLFLOW_EXPERIMENT_NAME=experiments[name],
+                    SYNALINKS_OBS_EXPORT_PROCESS=process, **common,
+                )
+                plain[name] = group_plain[scenario]
+            for run in (*group_plain.values(), *(runs[name] for name in group)):
+                run.wait()
     finally:
         for closable in (*[f[0] for f in faults.values()], *controls):
             closable.close()
@@ -120,21 +129,22 @@ def test_a_store_down_failing_or_slow_never_touches_the_app(zygote, mlflow_serve
     for name, run in runs.items():
         scenario = faults[name][1]
         total = 3 * calls + 2 + (9 if scenario == "warm-start" else 0)  # + the symbolic calls
-        assert_same_app_behaviour(run, plain[scenario])
-        (line,) = extra_stderr(run, plain[scenario])  # one line, not one per span
+        assert_same_app_behaviour(run, plain[name])
+        (line,) = extra_stderr(run, plain[name])  # one line, not one per span
         assert reasons[name] in line, (name, line)
-        limit = plain[scenario].exit_seconds + EXIT_TOLERANCE
+        limit = plain[name].exit_seconds + EXIT_TOLERANCE
         if not name.startswith("down"):  # a store known to be down is not waited for
             limit += budget
-        assert run.exit_seconds <= limit, (name, run.exit_seconds, plain[scenario].exit_seconds)
+        assert run.exit_seconds <= limit, (name, run.exit_seconds, plain[name].exit_seconds)
         assert calls_connecting_to(run.audit(), faults[name][0].url) == []  # never per call
-        landed = real_traces(mlflow_server.uri, experiments[name]) if name.startswith("write") else []
+        landed = read_traces(mlflow_server.uri, experiments[name]) if name.startswith("write") else []
         if name.startswith("write-slow"):
             # It took some spans, each once; with what the line counts, every span (a write
             # cut off at exit may still land: counted as not written, and there).
             assert len({t.info.trace_id for t in landed}) == len(landed)
-            assert_complete(landed)
-            assert len(landed) * 3 + not_written(line) >= total, (name, len(landed), line)
+            assert_complete(real_traces(mlflow_server.uri, experiments[name]))
+            landed_spans = sum(len(t.data.spans) for t in landed)
+            assert landed_spans + not_written(line) >= total, (name, landed_spans, line)
         else:
             assert landed == [] and not_written(line) == total, (name, line)
     assert faults["error"][0].requests and faults["slow"][0].requests
@@ -150,11 +160,12 @@ MAX_PAYLOAD_CHARS = 5_000  # SYNALINKS_OBS_MAX_PAYLOAD_CHARS: each span's inputs
 # - in the app: the output it references (PAYLOAD characters) and at most three copies
 #   of its JSON at once (the serialised record, its pickle for the exporter process, the
 #   copy kept until that process has written it), plus the record itself;
-# - in the exporter process: its pickle, the unpickled span and MLflow's span built from
-#   it (three copies of its JSON), plus the span's attributes.
+# - in the exporter process: its pickle and the unpickled span, and while it is being
+#   written to a server, the OTLP protobuf MLflow builds from it, that protobuf's bytes
+#   and the HTTP layer's copy of them (six copies of its JSON), plus its attributes.
 SPAN_JSON = 2 * MAX_PAYLOAD_CHARS  # inputs + outputs
 APP_BYTES_PER_SPAN = PAYLOAD + 3 * SPAN_JSON + 2_048
-EXPORTER_BYTES_PER_SPAN = 3 * SPAN_JSON + 2_048
+EXPORTER_BYTES_PER_SPAN = 6 * SPAN_JSON + 2_048
 # Allocator and interpreter noise on top (arenas, lazily imported modules), measured at
 # 5-15 MB between two identical runs.
 MEMORY_TOLERANCE = 30 * 1024 * 1024

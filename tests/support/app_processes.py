@@ -191,6 +191,12 @@ ZYGOTE = textwrap.dedent(
     def say(message):
         os.write(1, (json.dumps(message) + "\\n").encode())
 
+    # What is imported here lives as long as each child: keep the collector off it, so a
+    # child's exit does not walk (and copy, page by page) the whole inherited heap.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     say({"ready": True})
     started = {}
     buffer = b""

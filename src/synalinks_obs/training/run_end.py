@@ -10,9 +10,10 @@ ended as soon as a later flush succeeds (a background thread retries, and so doe
 ran out of time is said at INFO level (a slow store, not a failure).
 
 ``terminate`` always tries: an earlier failed call to the store (the rest of the run's
-logging skipped) does not skip the end. A server is probed first (``GET /health``, short
-timeout) so a store that is down costs seconds, not MLflow's minutes of retries; only
-then is the run left ``RUNNING``, with one warning saying so.
+logging skipped) does not skip the end, and a local store is tried again a moment later.
+A server is probed first (``GET /health``, short timeout) so a store that is down costs
+seconds, not MLflow's minutes of retries; only then is the run left ``RUNNING``, with one
+warning saying so.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from synalinks_obs.store import health
 
 FLUSH_BUDGET = 5.0  # seconds the end of a run waits for its traces before deferring
 RETRY_AFTER = 1.0  # seconds between two flushes of the background ender
-_LOCK = threading.Lock()
+END_ATTEMPTS = 3  # a local store may be locked by a write of the exporter process for a moment
+_LOCK = threading.Lock()  # RUNTIME.runs_to_end
+_ENDING = threading.Lock()  # held while waiting runs are ended: a second caller waits for them
 _log = reporting.logger(__name__)
 
 
@@ -51,20 +54,30 @@ def flush_traces(run) -> bool | None:
 
 
 def terminate(run, status: str, warn) -> bool:
-    """Mark ``run`` ``status`` in its store; False (after one warning) if it cannot be."""
-    try:
-        if uris.is_http(run.tracking_uri):
-            health.probe(run.tracking_uri)
-        run.client.set_terminated(run.run_id, status)
-        return True
-    except Exception as exc:
-        warn(
-            "end",
-            f"synalinks-obs: cannot mark run {run.run_id} {status} in "
-            f"{uris.display(run.tracking_uri)} ({type(exc).__name__}: "
-            f"{reporting.first_line(exc)}); it stays RUNNING there",
-        )
-        return False
+    """Mark ``run`` ``status`` in its store; False (after one warning) if it cannot be.
+    A local store is tried again a moment later (the exporter process may hold its lock);
+    a server that does not pass the probe is not (MLflow would retry for minutes)."""
+    error = None
+    for attempt in range(1, END_ATTEMPTS + 1):
+        try:
+            if uris.is_http(run.tracking_uri):
+                health.probe(run.tracking_uri)
+            run.client.set_terminated(run.run_id, status)
+            return True
+        except health.StoreUnavailable as exc:
+            error = exc
+            break
+        except Exception as exc:
+            error = exc
+            if attempt < END_ATTEMPTS:
+                time.sleep(0.5 * attempt)
+    warn(
+        "end",
+        f"synalinks-obs: cannot mark run {run.run_id} {status} in "
+        f"{uris.display(run.tracking_uri)} ({type(error).__name__}: "
+        f"{reporting.first_line(error)}); it stays RUNNING there",
+    )
+    return False
 
 
 def end_when_written(monitor, run, status: str, warned: bool) -> None:
@@ -85,11 +98,13 @@ def end_when_written(monitor, run, status: str, warned: bool) -> None:
 
 
 def end_pending() -> None:
-    """End every run still waiting (after a successful flush, or the exit flush)."""
-    with _LOCK:
-        pending, RUNTIME.runs_to_end = RUNTIME.runs_to_end, []
-    for monitor, run, status in pending:
-        terminate(run, status, monitor._warn)
+    """End every run still waiting (after a successful flush, or the exit flush); a
+    caller returns once the ends in progress elsewhere are done too."""
+    with _ENDING:
+        with _LOCK:
+            pending, RUNTIME.runs_to_end = RUNTIME.runs_to_end, []
+        for monitor, run, status in pending:
+            terminate(run, status, monitor._warn)
 
 
 def _end_later() -> None:
