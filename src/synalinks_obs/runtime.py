@@ -40,6 +40,12 @@ class Runtime:
         self.monitored: set = set()
         # Destinations of the training runs in progress (most recent last).
         self.active_runs: list = []
+        # Training runs whose end waits for their traces to be written:
+        # (monitor, run, status), ended by training.run_end.
+        self.runs_to_end: list = []
+        # Called after a flush that wrote everything, and after the exit flush
+        # (export.service): e.g. ending those runs.
+        self.after_flush: list = []
 
     @property
     def patches(self):

@@ -215,9 +215,22 @@ def compiled_reward(program):
 
 
 def compiled_metric_names(program) -> list[str]:
-    """Names of the metrics given to ``compile()``."""
+    """Names of the metrics given to ``compile()`` (before the first batch too: Synalinks
+    builds its ``CompileMetrics`` then, and lists none until it has)."""
     try:
-        return [m.name for m in program._compile_metrics.metrics]
+        compiled = program._compile_metrics
+        if compiled is None:
+            return []
+        names = [m.name for m in compiled.metrics]
+        if names:
+            return names
+        given = compiled._user_metrics
+        if isinstance(given, dict):
+            given = list(given.values())
+        flat = []
+        for item in given or ():
+            flat.extend(item if isinstance(item, (list, tuple)) else [item])
+        return [m if isinstance(m, str) else getattr(m, "name", type(m).__name__) for m in flat if m is not None]
     except Exception:
         return []
 

@@ -6,7 +6,8 @@ While tracing is on (and ``autolog_training`` is), a ``fit()`` or standalone
 A Monitor the user passes wins (ours, or Synalinks' own ``synalinks.callbacks.Monitor``):
 one ``fit()`` is never two runs, and while one of our Monitors logs, Synalinks'
 ``CallbackList`` adds no built-in Monitor. The wrapper also ends our Monitors' runs
-``FAILED`` when ``fit()`` raises or is interrupted (whether or not tracing is on).
+``FAILED`` when ``fit()`` raises or is interrupted (whether or not tracing is on), and
+still ends them ``FAILED`` when that abort itself fails.
 
 Safe call: the wrapped method runs exactly once with the caller's arguments (a call that
 does not bind raises the very ``TypeError`` it would raise unwrapped); an error of ours
@@ -130,6 +131,10 @@ def _wrap(original, kind: str):
                 try:
                     monitor._abort(error)
                 except Exception as exc:
+                    try:  # the run must not stay RUNNING: end it without the details
+                        monitor._end_open_run("FAILED")
+                    except Exception:
+                        pass
                     reporting.internal_error("ending a failed training run", exc)
             raise
         finally:

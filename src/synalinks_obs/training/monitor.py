@@ -24,8 +24,10 @@ Params, tags and artifacts are masked like spans (``training.privacy``): secret 
 credential patterns, the user's redact function; the few-shot examples of the state tree
 can be left out (``log_training_examples=False``).
 
-The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted. A
-standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
+The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted, once
+the traces of its calls are written (``training.run_end``: a run whose traces cannot be
+written in time is ended when they are, at exit at the latest). A standalone
+``program.evaluate(callbacks=[monitor])`` gets a run of its own.
 
 While a run is active, the traces of module calls made during ``fit()`` go to the run's
 experiment and carry MLflow's source-run metadata (``mlflow.search_traces(run_id=...)``
@@ -58,7 +60,7 @@ from synalinks_obs.store import health
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.tracing import context
 from synalinks_obs.tracing.records import Destination
-from synalinks_obs.training import autolog, privacy
+from synalinks_obs.training import autolog, privacy, run_end
 from synalinks_obs.training.plot import render_png, render_svg, render_text
 from synalinks_obs.training.program import (
     describe_program,
@@ -227,15 +229,20 @@ class Monitor(Callback):
         run = self._run
         if run is None:
             return
-        message = reporting.first_line(error)
-        self._store(
-            "tags",
-            run.client.set_tag,
-            run.run_id,
-            "synalinks.error",
-            privacy.text(run.policy, f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__),
-        )
-        self._end_run("FAILED")
+        try:
+            message = reporting.first_line(error)
+            self._store(
+                "tags",
+                run.client.set_tag,
+                run.run_id,
+                "synalinks.error",
+                privacy.text(
+                    run.policy,
+                    f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__,
+                ),
+            )
+        finally:  # the tag may fail; the run still ends FAILED
+            self._end_run("FAILED")
 
     # -- the run ----------------------------------------------------------------------
     def _start_run(self, kind: str) -> bool:
@@ -319,26 +326,27 @@ class Monitor(Callback):
         run.token = None
 
     def _end_run(self, status: str) -> None:
+        """Mark the run ``status`` once its traces are written (``training.run_end``);
+        whatever fails on the way, the run is ended (now or when they are written)."""
         run, self._run = self._run, None
         if run is None:
             return
-        self._deactivate_traces(run)
-        self._flush_traces()
-        self._store("the end", run.client.set_terminated, run.run_id, status, run=run)
+        written = None  # None: failed and reported; False: not written in time
+        try:
+            try:
+                self._deactivate_traces(run)
+            except Exception as exc:
+                reporting.internal_error("ending a training run's trace routing", exc)
+            written = run_end.flush_traces(run)
+        finally:
+            if written:
+                run_end.terminate(run, status, self._warn)
+            else:
+                run_end.end_when_written(self, run, status, warned=written is None)
 
     def _end_open_run(self, status: str) -> None:
         if self._run is not None:
             self._end_run(status)
-
-    @staticmethod
-    def _flush_traces() -> None:
-        """Write the run's traces before the run is reported finished (bounded)."""
-        tracer = RUNTIME.tracer
-        if tracer is not None:
-            try:
-                tracer.exporter.flush(min(tracer.settings.flush_timeout, 5.0))
-            except Exception:
-                pass
 
     # -- what is logged ---------------------------------------------------------------
     def _log_params(self) -> None:
