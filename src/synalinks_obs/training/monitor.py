@@ -18,7 +18,12 @@ opens one MLflow run per ``fit()`` and logs:
   ``model/state_tree.json`` (the program's variables, restorable with ``restore_state``)
   and ``model/model_info.json`` (name, description, number of trainable variables...);
 - **tags**: yours, plus ``synalinks.program``, ``synalinks.run_type`` and the usual
-  ``mlflow.source.*`` / ``mlflow.user``.
+  ``mlflow.source.*`` / ``mlflow.user``;
+- and, through ``training.session``: each example's reward (and compiled metrics) as
+  MLflow feedback on its trace, ``y`` as an expectation; the datasets as the run's
+  inputs; the state and a readable diff of each epoch that changed it under
+  ``model/epochs/<n>/`` and the best epoch tagged; the learned prompts in the Prompt
+  Registry; the program as an MLflow pyfunc model under ``model/``; a cost budget.
 
 The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted. A
 standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
@@ -64,6 +69,7 @@ from synalinks_obs.training.program import (
     program_params,
     synalinks_version,
 )
+from synalinks_obs.training.session import RunSession
 from synalinks_obs.training.state import model_info, program_state
 
 __all__ = ["Monitor"]
@@ -107,9 +113,23 @@ class Monitor(Callback):
         log_epoch_metrics (bool): log metrics per epoch, ``step=epoch`` (default True).
         log_program_plot (bool): log the program plot under ``program_plots/`` at the start
             of training (default True).
-        log_program_model (bool): log ``model/state_tree.json`` and
-            ``model/model_info.json`` at the end of training (default True).
+        log_program_model (bool): log the program as an MLflow pyfunc model under
+            ``model/`` (with ``state_tree.json`` and ``model_info.json``) at the end of
+            training, and each epoch's changed state under ``model/epochs/<n>/``
+            (default True).
         tags (dict): extra run tags (default ``{}``).
+        registered_model_name (str): also register the logged model under this name in
+            the Model Registry (default: not registered).
+        register_prompts (bool): register each trainable module's learned prompt in the
+            Prompt Registry, a new version when it changes (default True).
+        log_inputs (bool): log the training, validation and evaluation data as the run's
+            dataset inputs (default True).
+        dataset_preview_rows (int): rows of each dataset stored as a preview under
+            ``datasets/`` (default 20; None: every row).
+        log_feedback (bool): log each example's reward and per-example metrics as MLflow
+            feedback on its trace, ``y`` as an expectation (default True; needs tracing).
+        max_cost_usd (float): stop training once the run's LM cost passes this many US
+            dollars (default None: no budget).
     """
 
     # Our batch handlers are thread-safe: Synalinks may dispatch them on its executor.
@@ -125,6 +145,12 @@ class Monitor(Callback):
         log_program_plot=True,
         log_program_model=True,
         tags=None,
+        registered_model_name=None,
+        register_prompts=True,
+        log_inputs=True,
+        dataset_preview_rows=20,
+        log_feedback=True,
+        max_cost_usd=None,
     ):
         super().__init__()
         self.experiment_name = experiment_name
@@ -135,6 +161,14 @@ class Monitor(Callback):
         self.log_program_plot = bool(log_program_plot)
         self.log_program_model = bool(log_program_model)
         self.tags = dict(tags or {})
+        self.registered_model_name = registered_model_name or None
+        self.register_prompts = bool(register_prompts)
+        self.log_inputs = bool(log_inputs)
+        self.dataset_preview_rows = None if dataset_preview_rows is None else max(0, int(dataset_preview_rows))
+        self.log_feedback = bool(log_feedback)
+        self.max_cost_usd = _budget(max_cost_usd)
+        self._session: RunSession | None = None
+        self._call_arguments = None  # fit()/evaluate()'s arguments (set by the wrapper)
         self.autolog = False  # True for the Monitor autolog adds
         self.run_id = None  # id of the last run this Monitor opened
         self._run: _Run | None = None
@@ -161,20 +195,28 @@ class Monitor(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_t0 = time.perf_counter()
         self._epoch_usage = self._guard("usage", lm_usage, self.program)
+        if self._session is not None:
+            self._session.epoch_begins(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         run = self._run
-        if run is None or not self.log_epoch_metrics:
+        if run is None:
             return
-        metrics = _numeric(logs)
-        if self._epoch_t0 is not None:
-            metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
-        metrics.update(self._usage_delta("epoch", self._epoch_usage))
         run.last_step = epoch
-        self._store("metrics", self._log_metrics, metrics, epoch)
+        if self.log_epoch_metrics:
+            metrics = _numeric(logs)
+            if self._epoch_t0 is not None:
+                metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
+            metrics.update(self._usage_delta("epoch", self._epoch_usage))
+            self._store("metrics", self._log_metrics, metrics, epoch)
+        if self._session is not None:
+            self._session.epoch_ends(epoch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
         self._log_batch("train", logs)
+        session = self._session
+        if session is not None:
+            self._guard("the cost budget", session.batch_ends)
 
     def on_train_end(self, logs=None):
         run = self._run
@@ -187,12 +229,17 @@ class Monitor(Callback):
             self._store("metrics", self._log_metrics, metrics, run.last_step)
         if self.log_program_model:
             self._guard("program model", self._log_program_model)
+            if self._session is not None:
+                self._guard("the MLflow model", self._session.log_model)
         self._end_run("FINISHED")
 
     # -- evaluate() -------------------------------------------------------------------
     def on_test_begin(self, logs=None):
         if self._in_training:
-            return  # validation inside fit(): its metrics come with the epoch's, as val_*
+            # Validation inside fit(): its metrics come with the epoch's, as val_*.
+            if self._session is not None:
+                self._session.validation_begins()
+            return
         self._end_open_run("FAILED")
         self._steps = {"train": 0, "val": 0, "test": 0}
         if self._start_run("evaluate"):
@@ -203,6 +250,8 @@ class Monitor(Callback):
 
     def on_test_end(self, logs=None):
         run = self._run
+        if self._in_training and self._session is not None:
+            self._session.validation_ends()
         if self._in_training or run is None:
             return
         metrics = _numeric(logs)
@@ -241,7 +290,9 @@ class Monitor(Callback):
             )
             return False
         self.run_id = self._run.run_id
+        self._session = RunSession(self, self._run)
         self._activate_traces(self._run)
+        self._session.start()
         return True
 
     def _create_run(self, kind: str) -> _Run:
@@ -307,10 +358,18 @@ class Monitor(Callback):
 
     def _end_run(self, status: str) -> None:
         run, self._run = self._run, None
+        session, self._session = self._session, None
         if run is None:
             return
         self._deactivate_traces(run)
         self._flush_traces()
+        if session is not None:
+            try:
+                session.close()
+            except Exception as exc:
+                reporting.internal_error("ending a training run's feedback", exc)
+            for key, value in session.finish_tags().items():
+                self._store("tags", run.client.set_tag, run.run_id, key, value, run=run)
         self._store("the end", run.client.set_terminated, run.run_id, status, run=run)
 
     def _end_open_run(self, status: str) -> None:
@@ -457,6 +516,19 @@ def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
         f"synalinks-obs: cannot upload the artifacts of run {run.run_id} to "
         f"{run.artifact_uri} ({error}); training goes on, this run gets no artifacts"
     )
+
+
+def _budget(value):
+    """``max_cost_usd`` as a positive float, or None (one line for a bad value)."""
+    if value is None:
+        return None
+    if not isinstance(value, bool) and isinstance(value, numbers.Number) and value > 0:
+        return float(value)
+    _log.warning(
+        "synalinks-obs: Monitor(max_cost_usd=%r) must be a positive number of US dollars, "
+        "e.g. max_cost_usd=5.0; training runs without a budget", value,
+    )
+    return None
 
 
 def _numeric(logs) -> dict:
