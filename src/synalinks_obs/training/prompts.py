@@ -4,7 +4,8 @@ For each trainable module that renders a prompt (a ``Generator`` and its kin), t
 ``<program>.<module>`` holds the system prompt its learned state renders (instructions and
 few-shot examples, see ``compat.synalinks.system_prompt``) followed by a ``{{ inputs }}``
 user turn, with the module's output schema as ``response_format``. A new version is
-registered when training begins and after every epoch whose rendered prompt changed
+registered when training begins and after every epoch whose prompt changed (the prompt
+the epoch's validation scored, as for the epoch states)
 (never twice the same text in a row, across runs too: the registry's latest version is
 compared first), tagged ``synalinks.run_id`` and ``synalinks.epoch`` (``initial`` before
 training) and the epoch's ``val_reward``, and listed under the run's experiment; the run's
@@ -71,13 +72,24 @@ class PromptRegistrar:
         # MLflow links a prompt version to a run through the *global* tracking store.
         self._link_to_run = _is_global_store(tracking_uri)
         self._texts: dict = {}  # prompt name -> the text of its latest version
+        self._validated = None  # the prompts the epoch's validation scored
         self.versions: dict = {}  # prompt name -> the PromptVersion registered last
+        self._listed = ""  # the run's synalinks.prompts tag, as set last
+
+    def validation_begins(self) -> None:
+        """Keep the prompts the epoch's validation scores (the optimizer may swap
+        candidates right after it): they are what ``register`` files with its reward."""
+        if self._validated is None:
+            self._validated = trainable_prompts(self.program)
 
     def register(self, epoch, scores: dict | None = None) -> list:
-        """Register the prompts that changed; the new ``PromptVersion``s. ``epoch`` is an
-        epoch number or ``"initial"``."""
+        """Register the prompts that changed (those validation scored, else the current
+        ones); the new ``PromptVersion``s. ``epoch`` is an epoch number or ``"initial"``."""
         registered = []
-        for name, (text, schema) in trainable_prompts(self.program).items():
+        prompts, self._validated = self._validated, None
+        if prompts is None:
+            prompts = trainable_prompts(self.program)
+        for name, (text, schema) in prompts.items():
             if name not in self._texts:
                 self._texts[name], latest = _latest(self.client, name)
                 if latest is not None and self._texts[name] == text:
@@ -102,9 +114,10 @@ class PromptRegistrar:
             self._link(version)
             mlflow_compat.link_prompt_to_experiment(self.client, version, self.experiment_id)
             registered.append(version)
-        if registered:
-            listed = ",".join(f"{v.name}/{v.version}" for v in self.versions.values())
+        listed = ",".join(f"{v.name}/{v.version}" for v in self.versions.values())
+        if listed and listed != self._listed:
             self.client.set_tag(self.run_id, PROMPTS_TAG, listed[:5000])
+            self._listed = listed
         return registered
 
     def _link(self, version) -> None:

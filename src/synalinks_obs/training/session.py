@@ -117,6 +117,8 @@ class RunSession:
             self.observer.phase = "validation"
         if self.epochs is not None:
             self.monitor._guard("epoch states", lambda: self.epochs.validation_begins(program_state(self.program)))
+        if self.prompts is not None:
+            self.monitor._guard("prompts", self.prompts.validation_begins)
 
     def validation_ends(self) -> None:
         if self.observer is not None:

@@ -11,6 +11,7 @@ same code (its modules may have other names: variables are matched by position).
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 
@@ -26,13 +27,14 @@ def program_state(program) -> dict:
 
     ``trainable_variables`` holds what training learns (few-shot examples, optimized
     instructions...); ``non_trainable_variables`` the rest of the program's state.
-    Optimizer and metric variables are left out: they are not needed for inference.
+    Optimizer and metric variables are left out: they are not needed for inference. A
+    copy: training goes on changing the program's own.
     """
     tree = program.get_state_tree()
-    return {
+    return copy.deepcopy({
         "trainable_variables": tree.get("trainable_variables", {}),
         "non_trainable_variables": tree.get("non_trainable_variables", {}),
-    }
+    })
 
 
 def stored_data(value):
