@@ -6,8 +6,9 @@ optimizer's), added as each trace ends (``feedback.RunObserver`` hears it). Once
 passes the budget, ``program.stop_training`` is set, the way Synalinks' own callbacks stop
 a ``fit()``: the batch in progress finishes (and the epoch's validation), then ``fit()``
 returns normally. The run is tagged ``synalinks.stopped_by=max_cost_usd`` with the cost,
-and one line says so. Calls that are not traced (tracing off, or sampled out) cost
-nothing here: with tracing off, the program's own language models' usage is used instead.
+and one line says so. Calls that are not traced (sampled out) cost nothing here. With
+tracing off, the program's own language models' usage is read instead when each batch
+begins: training then stops after the batch that follows the one that passed the budget.
 """
 
 from __future__ import annotations

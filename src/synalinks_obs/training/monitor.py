@@ -212,11 +212,13 @@ class Monitor(Callback):
         if self._session is not None:
             self._session.epoch_ends(epoch, logs)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._log_batch("train", logs)
+    def on_train_batch_begin(self, batch, logs=None):
         session = self._session
         if session is not None:
-            self._guard("the cost budget", session.batch_ends)
+            self._guard("the cost budget", session.batch_begins)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._log_batch("train", logs)
 
     def on_train_end(self, logs=None):
         run = self._run

@@ -124,8 +124,9 @@ class RunSession:
         if self.observer is not None:
             self.observer.phase = "training"
 
-    def batch_ends(self) -> None:
-        """Without traces, the budget follows the program's own LMs' usage."""
+    def batch_begins(self) -> None:
+        """Without traces, the budget follows the program's own LMs' usage, read when a
+        batch begins (a callback Synalinks calls in order, unlike a batch's end)."""
         if self.budget is None or RUNTIME.tracer is not None or not self._usage_at_start:
             return
         usage = lm_usage(self.program)
@@ -134,7 +135,7 @@ class RunSession:
 
     def epoch_ends(self, epoch: int, logs) -> None:
         monitor = self.monitor
-        self.batch_ends()
+        self.batch_begins()
         if self.epochs is not None:
             monitor._guard("epoch states", self._log_epoch, epoch, logs)
         if self.prompts is not None:
