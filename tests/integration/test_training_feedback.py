@@ -17,6 +17,7 @@ import pytest
 from qa_training import (
     METRIC,
     REWARD,
+    UNANSWERED,
     answer_fields,
     build_program,
     compile_program,
@@ -48,7 +49,8 @@ def trained(tmp_path_factory):
     with FakeLLM(fields=answer_fields) as server:
 
         async def main():
-            program = await build_program(models, lm_for(models, server), name="qa_feedback")
+            lm = lm_for(models, server, retry=1)  # an unanswerable question returns nothing
+            program = await build_program(models, lm, name="qa_feedback")
             compile_program(models, program)
             monitor = Monitor(experiment_name=EXPERIMENT, log_program_plot=False)
             x, y = dataset(models, TRAIN)
@@ -158,9 +160,23 @@ def test_evaluate_feedback(trained):
     assert len(trained.eval_traces) == len(EVALUATION)
     for trace in trained.eval_traces:
         [reward] = _assessments(trace, REWARD)
-        [metric] = _assessments(trace, METRIC)
+        [expectation] = _assessments(trace, "expected_output")
         number = _number(trace)
-        assert reward.value == metric.value == (0.0 if number % 3 == 0 else 1.0)
+        assert expectation.value == {"answer": expected_of(number)}
         assert reward.run_id == trained.eval_run_id
         assert trace.info.tags["synalinks.phase"] == "evaluation"
         assert "synalinks.epoch" not in trace.info.tags
+        if number in UNANSWERED:
+            continue
+        [metric] = _assessments(trace, METRIC)
+        assert reward.value == metric.value == (0.0 if number % 3 == 0 else 1.0)
+
+
+def test_a_call_that_returned_nothing_is_matched_by_its_input(trained):
+    """The failing example a user most wants to see: no output object to match, so its
+    reward (0) is filed by the input object the call received."""
+    [failed] = [t for t in trained.eval_traces if _number(t) in UNANSWERED]
+    assert json.loads(failed.data.response) is None
+    [reward] = _assessments(failed, REWARD)
+    assert reward.value == 0.0
+    assert not _assessments(failed, METRIC)  # Synalinks' metric has no output to score

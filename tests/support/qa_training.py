@@ -7,6 +7,8 @@ remainder 2 waits 0.1 s, so the calls Synalinks runs concurrently for a batch of
 consecutive questions finish in the opposite order they started. The expected answer
 (`expected_of`) is that answer except for every third question, whose expected answer
 the LM never gives: rewards are mixed, and a reward filed under the wrong trace shows.
+The LM cannot answer `UNANSWERED` questions (HTTP 400): with ``retry=1`` the program
+then returns nothing for them.
 
 `build_program` / `compile_program` / `dataset` make the program (``Input`` -> one
 ``Generator``), compile it with ``ExactMatch`` on ``answer`` plus a per-example metric
@@ -23,6 +25,7 @@ import types
 QUESTION = re.compile(r"Question (\d+)\?")
 LATENCY_STEP = 0.1
 REWARD = "exact_match"
+UNANSWERED = {10}
 METRIC = "answer_match"
 
 
@@ -45,6 +48,8 @@ def answer_fields(messages):
     number = number_of(last if isinstance(last, str) else json.dumps(last))
     if number is None:
         return {}
+    if number in UNANSWERED:
+        raise ValueError(f"no answer to question {number}")
     time.sleep(LATENCY_STEP * (3 - number % 3))
     return {"answer": answer_of(number)}
 

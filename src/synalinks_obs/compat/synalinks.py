@@ -325,6 +325,8 @@ def system_prompt(module) -> str | None:
     (``_render_system_message``), or None for a module that renders none."""
     render = getattr(module, "_render_system_message", None)
     if render is None:
+        if getattr(module, "prompt_template", None) is not None:  # a Generator that moved on
+            note_fallback("Generator._render_system_message", "learned prompts are not registered")
         return None
     inputs = None
     if getattr(module, "use_inputs_schema", False):
@@ -339,7 +341,7 @@ def system_prompt(module) -> str | None:
     try:
         message = render(inputs)
     except Exception as exc:
-        note_fallback("Generator._render_system_message", "prompts are registered as instructions only", exc)
+        note_fallback("Generator._render_system_message", "learned prompts are not registered", exc)
         return None
     content = getattr(message, "content", None)
     if content is None and hasattr(message, "get"):
