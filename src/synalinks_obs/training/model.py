@@ -22,6 +22,7 @@ is loaded; the language model's key comes from that environment too (never store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -105,6 +106,24 @@ def signature_of(program):
     return ModelSignature(inputs=inputs, outputs=_columns(getattr(program, "output_schema", None)))
 
 
+@contextlib.contextmanager
+def _no_progress_bar():
+    """MLflow copies the model's artifacts with its download progress bar: not on the
+    user's terminal at the end of every training."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def save_program_model(program, path: str, work_dir: str) -> None:
     """Write the MLflow model of ``program`` to ``path`` (which must not exist yet)."""
     import synalinks
@@ -117,9 +136,9 @@ def save_program_model(program, path: str, work_dir: str) -> None:
     with open(program_file, "w", encoding="utf-8") as handle:
         json.dump(saved, handle, ensure_ascii=False)
     version = getattr(synalinks, "__version__", None)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_progress_bar():
         # No input example on purpose: MLflow would run the program (LM calls) to check it.
-        warnings.filterwarnings("ignore", message="An input example was not provided")
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
         mlflow.pyfunc.save_model(
             path,
             python_model=os.path.join(os.path.dirname(__file__), "model_code.py"),
