@@ -13,12 +13,26 @@ begins: training then stops after the batch that follows the one that passed the
 
 from __future__ import annotations
 
+import numbers
 import threading
 
 from synalinks_obs import reporting
 
 _log = reporting.logger(__name__)
 STOPPED_TAG = "synalinks.stopped_by"
+
+
+def validated(value):
+    """``max_cost_usd`` as a positive float, or None (one line for a bad value)."""
+    if value is None:
+        return None
+    if not isinstance(value, bool) and isinstance(value, numbers.Number) and value > 0:
+        return float(value)
+    _log.warning(
+        "synalinks-obs: Monitor(max_cost_usd=%r) must be a positive number of US dollars, "
+        "e.g. max_cost_usd=5.0; training runs without a budget", value,
+    )
+    return None
 
 
 class Budget:

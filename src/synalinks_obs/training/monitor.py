@@ -59,7 +59,7 @@ from synalinks_obs.store import health
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.tracing import context
 from synalinks_obs.tracing.records import Destination
-from synalinks_obs.training import autolog
+from synalinks_obs.training import autolog, budget
 from synalinks_obs.training.plot import render_png, render_svg, render_text
 from synalinks_obs.training.program import (
     describe_program,
@@ -166,7 +166,7 @@ class Monitor(Callback):
         self.log_inputs = bool(log_inputs)
         self.dataset_preview_rows = None if dataset_preview_rows is None else max(0, int(dataset_preview_rows))
         self.log_feedback = bool(log_feedback)
-        self.max_cost_usd = _budget(max_cost_usd)
+        self.max_cost_usd = budget.validated(max_cost_usd)
         self._session: RunSession | None = None
         self._call_arguments = None  # fit()/evaluate()'s arguments (set by the wrapper)
         self.autolog = False  # True for the Monitor autolog adds
@@ -338,7 +338,8 @@ class Monitor(Callback):
         return _Run(client, run, tracking_uri, experiment_name, kind)
 
     def _activate_traces(self, run: _Run) -> None:
-        """Send the traces of calls made from now on to the run (this task, then any thread)."""
+        """Send the traces of calls made from now on to the run: this task's, and those of
+        the tasks, threads and thread-pool work it starts (``tracing.threads``)."""
         run.destination = Destination(
             run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id,
             trace_kind="training" if run.kind == "train" else "evaluation",
@@ -367,7 +368,7 @@ class Monitor(Callback):
         self._flush_traces()
         if session is not None:
             try:
-                session.close()
+                session.close(finished=status == "FINISHED")
             except Exception as exc:
                 reporting.internal_error("ending a training run's feedback", exc)
             for key, value in session.finish_tags().items():
@@ -518,19 +519,6 @@ def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
         f"synalinks-obs: cannot upload the artifacts of run {run.run_id} to "
         f"{run.artifact_uri} ({error}); training goes on, this run gets no artifacts"
     )
-
-
-def _budget(value):
-    """``max_cost_usd`` as a positive float, or None (one line for a bad value)."""
-    if value is None:
-        return None
-    if not isinstance(value, bool) and isinstance(value, numbers.Number) and value > 0:
-        return float(value)
-    _log.warning(
-        "synalinks-obs: Monitor(max_cost_usd=%r) must be a positive number of US dollars, "
-        "e.g. max_cost_usd=5.0; training runs without a budget", value,
-    )
-    return None
 
 
 def _numeric(logs) -> dict:

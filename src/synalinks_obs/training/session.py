@@ -29,6 +29,7 @@ from synalinks_obs.training.state import EPOCHS_PATH, program_state
 DATASETS_DIR = "datasets"
 MODEL_DIR = "model"
 FEEDBACK_DRAIN_TIMEOUT = 60.0  # seconds the end of a run waits for its feedback at most
+FAILED_DRAIN_TIMEOUT = 5.0  # ... of a run that failed or was interrupted (Ctrl-C)
 BEST_EPOCH_TAG = "synalinks.best_epoch"
 
 
@@ -188,13 +189,13 @@ class RunSession:
     def finish_tags(self) -> dict:
         return self.budget.tags() if self.budget is not None else {}
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
         """The run ends: forget its observer, write the feedback left (the Monitor has
-        flushed the traces)."""
+        flushed the traces); briefly when the fit failed or was interrupted."""
         if self.observer is not None:
             RUNTIME.run_observers.pop(self.run.run_id, None)
         if self.writer is not None:
-            self.writer.close(FEEDBACK_DRAIN_TIMEOUT)
+            self.writer.close(FEEDBACK_DRAIN_TIMEOUT if finished else FAILED_DRAIN_TIMEOUT)
 
 
 def _ignore(*_args) -> None:
