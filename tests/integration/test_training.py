@@ -57,6 +57,7 @@ def obs(monkeypatch):
     synalinks_obs.flush(FLUSH_TIMEOUT)
     synalinks_obs.uninstrument()
     assert RUNTIME.active_runs == [], "a training run left its trace destination active"
+    assert RUNTIME.run_observers == {}, "a training run left its trace observer"
     assert context.DESTINATION_OVERRIDE.get() is None
 
 
@@ -488,7 +489,9 @@ def test_a_monitor_works_without_tracing(obs, sl, lm, sqlite_uri):
     assert client(sqlite_uri).get_experiment(run.info.experiment_id).name == "untraced_program"
     assert steps(sqlite_uri, monitor.run_id, "val_reward") == [0]
     paths = artifact_paths(sqlite_uri, monitor.run_id)
-    assert paths == ["model/model_info.json", "model/state_tree.json"]
+    assert {"model/model_info.json", "model/state_tree.json", "model/MLmodel"} <= set(paths)
+    assert {"datasets/training.json", "datasets/validation.json"} <= set(paths)
+    assert not [p for p in paths if p.startswith("program_plots/")]  # log_program_plot=False
     assert len(client(sqlite_uri).search_traces(locations=[run.info.experiment_id])) == 0
 
 

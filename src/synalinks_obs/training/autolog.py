@@ -24,6 +24,8 @@ import inspect
 from synalinks_obs import reporting
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
+from synalinks_obs.tracing import threads
+from synalinks_obs.training import feedback
 
 GROUP = "training"
 # True while a fit() or evaluate() runs with one of our Monitors: Synalinks' CallbackList
@@ -122,6 +124,8 @@ def _wrap(original, kind: str):
         new_callbacks, monitors = plan
         if new_callbacks is not callbacks:
             bound.arguments["callbacks"] = new_callbacks
+        for monitor in monitors:
+            monitor._call_arguments = dict(bound.arguments)  # its datasets when Synalinks hides them
         own_token = _OWN_MONITOR.set(True)
         fit_token = _IN_FIT.set(True) if kind == "fit" else None
         try:
@@ -138,6 +142,8 @@ def _wrap(original, kind: str):
                     reporting.internal_error("ending a failed training run", exc)
             raise
         finally:
+            for monitor in monitors:
+                monitor._call_arguments = None
             if fit_token is not None:
                 _IN_FIT.reset(fit_token)
             _OWN_MONITOR.reset(own_token)
@@ -146,7 +152,11 @@ def _wrap(original, kind: str):
 
 
 def install(registry) -> None:
-    """Wrap ``Trainer.fit`` / ``Trainer.evaluate`` (idempotent, reverted by uninstrument)."""
+    """Wrap ``Trainer.fit`` / ``Trainer.evaluate`` (idempotent, reverted by uninstrument),
+    with what a run needs from its traces: the threads its work starts follow it
+    (``tracing.threads``), its per-example scores are matched (``training.feedback``)."""
+    threads.install(registry)
+    feedback.install(registry)
     with RUNTIME.lock:
         trainer = synalinks_compat.trainer_class()
         if trainer is None or registry.is_patched(trainer, "fit"):
