@@ -26,8 +26,10 @@ Options: ``--calls-a N --calls-b N`` (program calls per run), ``--builtin-calls-
 --builtin-calls-b N`` (the built-in observability is ~40x slower on (a)), ``--down``
 (also (a) into a store that is down: memory stays bounded), ``--server`` (also (a)
 into a local ``mlflow server`` on 127.0.0.1, built-in and synalinks-obs: the client's
-CPU per span), ``--no-startup``, ``--only a|b|startup``. Timings on a shared machine
-are noisy: run it twice.
+CPU per span), ``--faults`` (also ``benchmarks/faults.py``: what a store that is down
+costs the app's own MLflow calls, the exporter's writer, a ``fit()`` with a ``Monitor``
+and ``doctor``, in seconds), ``--no-startup``, ``--only a|b|startup|faults``. Timings on
+a shared machine are noisy: run it twice.
 """
 
 from __future__ import annotations
@@ -560,7 +562,8 @@ def main(argv=None):
     parser.add_argument("--calls-b", type=int, default=200)
     parser.add_argument("--builtin-calls-a", type=int, default=100)
     parser.add_argument("--builtin-calls-b", type=int, default=100)
-    parser.add_argument("--only", choices=("a", "b", "startup", "thread", "export"))
+    parser.add_argument("--only", choices=("a", "b", "startup", "faults", "thread", "export"))
+    parser.add_argument("--faults", action="store_true", help="also benchmarks/faults.py")
     parser.add_argument("--down", action="store_true", help="also (a) into a store that is down")
     parser.add_argument("--calls-down", type=int, default=10000,
                         help="program calls of the store-down run (11 spans each)")
@@ -595,6 +598,9 @@ def main(argv=None):
 
     if args.only == "startup":
         print("start-up\n" + startup_benchmark(workdir), flush=True)
+        return
+    if args.only == "faults":
+        run_faults()
         return
     if args.only in (None, "thread"):
         print("calling thread: interleaved rounds...", flush=True)
@@ -668,6 +674,8 @@ def main(argv=None):
     if not args.no_startup and args.only is None:
         report["startup"] = startup_benchmark(workdir)
         print("start-up\n" + report["startup"], flush=True)
+    if args.faults:
+        run_faults()
     report["load_end"] = os.getloadavg()
     report["goals"] = goals(report)
     print("goals (issue 19):", flush=True)
@@ -680,6 +688,11 @@ def main(argv=None):
         path.write_text(json.dumps(report, indent=1, default=str) + "\n")
         print(f"figures written to {path}", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_faults():
+    """``benchmarks/faults.py`` in a fresh interpreter (a store that is down, in seconds)."""
+    subprocess.run([sys.executable, str(Path(__file__).with_name("faults.py"))], env=clean_env(), check=False)
 
 
 if __name__ == "__main__":

@@ -78,20 +78,29 @@ class _StoreState:
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts", "claim")
+    __slots__ = ("destination", "count", "payload", "attempts", "tag", "claim", "group")
 
-    def __init__(self, destination, count, payload, claim=None):
+    def __init__(self, destination, count, payload, tag=None, claim=None):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
+        self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
         self.claim = claim  # the spool file it came from (store.spool.Claim), if any
+        self.group = None  # [parts left, tag] when the batch was split (``Writer._split``)
 
-    def settled(self) -> None:
-        """Written, dropped or spooled again: its spool file may go once all are."""
+    def settled(self):
+        """Written, dropped or spooled again: its spool file may go once all its batches
+        are. Returns the sender's tag to report (once every part of its batch is done)."""
         if self.claim is not None:
             self.claim.batch_done()
             self.claim = None
+        group, self.group = self.group, None
+        if group is not None:
+            group[0] -= 1
+            return group[1] if group[0] == 0 else None
+        tag, self.tag = self.tag, None
+        return tag
 
     def wires(self):
         payload = self.payload
@@ -115,6 +124,12 @@ class Writer:
         self._experiment_ids: dict = {}
         self._clients: dict = {}
         self._notify = notify or (lambda *message: None)
+        # Tags of the batches done with since the caller last took them (written, or
+        # dropped and counted): the exporter process reports them, so the app knows
+        # which batches it no longer needs to keep for a resend.
+        self.finished_tags: list = []
+        self.warmed = False  # warm_up() has run (the store opened, or found failing)
+        self.writing = None  # (tracking URI, monotonic start) of the write in progress
 
     @property
     def held(self) -> int:
@@ -127,16 +142,24 @@ class Writer:
         return held
 
     # -- intake -------------------------------------------------------------------------
-    def add(self, destination, count: int, payload) -> None:
+    def add(self, destination, count: int, payload, tag=None) -> None:
         state = self._stores.get(destination.tracking_uri)
         if state is not None and time.monotonic() < state.rejected_until:
             self._drop(count, state.reason)
+            if tag is not None:
+                self.finished_tags.append(tag)
             return
         if self.pending + count > self.max_spans:
-            self._drop(count, self._full_reason(destination))
+            self.refuse(destination, count, tag)
             return
-        self._chunks.append(_Chunk(destination, count, payload))
+        self._chunks.append(_Chunk(destination, count, payload, tag))
         self.pending += count
+
+    def refuse(self, destination, count: int, tag=None) -> None:
+        """A batch that does not fit in ``max_spans``: dropped and counted."""
+        self._drop(count, self._full_reason(destination))
+        if tag is not None:
+            self.finished_tags.append(tag)
 
     def _full_reason(self, destination) -> str:
         state = self._stores.get(destination.tracking_uri)
@@ -178,6 +201,8 @@ class Writer:
         except Exception as exc:
             self._failed(tracking_uri, exc)
             return
+        finally:
+            self.warmed = True
         self._adopt_spool(tracking_uri)
 
     def _adopt_spool(self, uri) -> None:
@@ -196,7 +221,7 @@ class Writer:
         """Add batches claimed from the spool (``Spool.claim``) to the backlog."""
         for destination, count, payload, claim in batches:
             self._adopted.add(destination.tracking_uri)
-            self._chunks.append(_Chunk(destination, count, payload, claim))
+            self._chunks.append(_Chunk(destination, count, payload, claim=claim))
             self.pending += count
 
     # -- writing ------------------------------------------------------------------------
@@ -327,10 +352,16 @@ class Writer:
     def _split(self, chunk: _Chunk, count: int) -> _Chunk:
         """The first ``count`` spans of a chunk; the rest goes back to the front."""
         wires = chunk.wires()
-        head = _Chunk(chunk.destination, count, wires[:count], chunk.claim)
-        rest = _Chunk(chunk.destination, len(wires) - count, wires[count:], chunk.claim)
+        head = _Chunk(chunk.destination, count, wires[:count], claim=chunk.claim)
+        rest = _Chunk(chunk.destination, len(wires) - count, wires[count:], claim=chunk.claim)
         if chunk.claim is not None:
             chunk.claim.open_batches += 1  # one batch of its file is now two
+        group = chunk.group
+        if group is None and chunk.tag is not None:
+            group = [1, chunk.tag]
+        if group is not None:  # the sender's batch is done when both parts are
+            group[0] += 1
+            head.group = rest.group = group
         rest.attempts = head.attempts = chunk.attempts
         self._chunks.appendleft(rest)
         return head
@@ -345,7 +376,11 @@ class Writer:
             client = self._client(uri)  # (opening the store is not the write's pace)
             started = time.monotonic()
             spans = [wire_to_span(wire) for wire in wires]
-            client.log_spans(experiment_id, spans)
+            self.writing = (uri, time.monotonic())
+            try:
+                client.log_spans(experiment_id, spans)
+            finally:
+                self.writing = None
             state = self._state(uri)
             pace = (time.monotonic() - started) / max(1, count)
             state.span_seconds = pace if not state.span_seconds else 0.5 * (state.span_seconds + pace)
@@ -363,13 +398,12 @@ class Writer:
                 self._done_with(batch, count, f"{type(exc).__name__}: {reporting.first_line(exc)}")
                 return True
             return False
+        self._ok(uri)
+        if destination.run_id is not None:  # before the batch counts as written (flush)
+            self._link_to_run(destination, experiment_id, wires)
         self.pending -= count
         self.exported += count
-        for chunk in batch:
-            chunk.settled()
-        self._ok(uri)
-        if destination.run_id is not None:
-            self._link_to_run(destination, experiment_id, wires)
+        self._settle(batch)
         return True
 
     def _done_with(self, batch, count, reason, keep: bool = False) -> None:
@@ -387,8 +421,13 @@ class Writer:
                 self._drop(count, f"{reason}; cannot keep them in {self.spool.directory} ({exc!r})")
         else:
             self._drop(count, reason)
+        self._settle(batch)
+
+    def _settle(self, batch) -> None:
         for chunk in batch:
-            chunk.settled()
+            tag = chunk.settled()
+            if tag is not None:
+                self.finished_tags.append(tag)
 
     def _link_to_run(self, destination, experiment_id, wires) -> None:
         """Give each finished root of a run's traces MLflow's source-run metadata.
@@ -447,6 +486,14 @@ class Writer:
             left.setdefault((chunk.destination.tracking_uri, reason), []).append(chunk)
         for (_, reason), chunks in left.items():
             self._done_with(chunks, sum(chunk.count for chunk in chunks), reason, keep=True)
+
+    def stuck_reason(self) -> str:
+        """Why a deadline passed while this writer was busy: '' or ' (a write to ...)'."""
+        writing = self.writing
+        if writing is None:
+            return ""
+        uri, since = writing
+        return f" (a write to {uris.display(uri)} had not returned after {time.monotonic() - since:.0f} s)"
 
     def _drop_destination_uri(self, uri, reason, keep: bool = False) -> None:
         kept = collections.deque()
