@@ -427,18 +427,20 @@ def summarize(results, calls_by_config, workload):
 
 def memory(a_rows, max_queue_spans=100_000):
     """Peak RSS per 10,000 spans in flight with the store down: the app (against untraced)
-    and the exporter process (its VmHWM at the loop's end, against the one of the sqlite
-    run, whose backlog was flushed before its loop)."""
+    and the exporter process (its VmHWM at the loop's end, against the exporter process of
+    the server run: the same HTTP client and no SQL store, its backlog flushed before its
+    loop; the sqlite run's opens MLflow's SQL store, a larger base)."""
     down = a_rows.get("down")
     if down is None:
         return None
     held = min(down["spans"] + down["warm_calls"] * SPANS_PER_CALL["a"], max_queue_spans)
     app = (down["maxrss_mb"] - a_rows["untraced"]["maxrss_mb"]) / (held / 10_000)
-    small = a_rows.get("obs", {}).get("exporter_maxrss_mb") or 0
+    base = a_rows.get("obs-server") or a_rows.get("obs") or {}
+    small = base.get("exporter_maxrss_mb") or 0
     exporter = (down["exporter_maxrss_mb"] - small) / (held / 10_000) if small else None
     return {"spans_in_flight": held, "app_mb_per_10k": app, "exporter_mb_per_10k": exporter,
             "app_peak_mb": down["maxrss_mb"], "exporter_peak_mb": down["exporter_maxrss_mb"],
-            "exporter_peak_small_backlog_mb": small}
+            "exporter_peak_small_backlog_mb": small, "exporter_base_run": base.get("label")}
 
 
 def goals(report):
