@@ -1,8 +1,9 @@
 """The spool across real processes: an app traces into a real ``mlflow server`` that is
 down, exits (its spans go to ``SYNALINKS_OBS_SPOOL_DIR``, the exit line says how many and
 where), the server comes up, and the next traced app writes them: every span lands once.
-Apps run as forked children of one process that imported Synalinks (``Zygote``, see
-``test_reliability_process``); each traced child starts its own exporter process."""
+Apps run as forked children of one process that imported Synalinks (the ``zygote``
+fixture, ``tests/support/app_processes.py``); each traced child starts its own exporter
+process."""
 
 from __future__ import annotations
 
@@ -11,22 +12,27 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MlflowServer
-from test_reliability_process import (
-    Zygote,
+from app_processes import (
     assert_complete,
     assert_same_app_behaviour,
     extra_stderr,
-    questions,
     real_traces,
+    root,
 )
+from conftest import MlflowServer
 
 
-@pytest.fixture(scope="module")
-def zygote(tmp_path_factory):
-    zygote = Zygote(tmp_path_factory.mktemp("zygote-spool"))
-    yield zygote
-    zygote.close()
+def _questions(traces):
+    """The question of each trace's program call, whatever envelope its inputs have."""
+    found = []
+    for trace in traces:
+        value = root(trace).inputs
+        if isinstance(value, dict) and "data" in value:
+            value = value["data"]
+        if isinstance(value, list):
+            value = value[0]
+        found.append(value["question"].rstrip("q"))
+    return sorted(found)
 
 
 def _spool_files(directory):
@@ -77,7 +83,7 @@ def test_spans_kept_while_the_server_is_down_land_once_when_it_is_back(zygote, t
         traces = real_traces(server.uri, "apps")
     finally:
         server.stop()
-    assert questions(traces) == sorted(
+    assert _questions(traces) == sorted(
         [f"down-{way}-run-{i}" for way in spools for i in range(20)]
         + [f"up-run-{i}" for i in range(5)]
     )  # each trace once
