@@ -38,10 +38,6 @@ from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
-# ... and about this many seconds of writing at the store's recent pace, so that an exit
-# (or a new message) never waits long for a batch in flight.
-BATCH_SECONDS = 1.0
-MIN_BATCH_SPANS = 200  # (MLflow's per-call work makes smaller batches slower per span)
 DRAIN_MARGIN = 1.5  # at exit, a batch is started only if 1.5x its expected time is left
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
@@ -199,7 +195,11 @@ class Writer:
                 self._notify("experiment", key, found)
             self._client(tracking_uri)
         except Exception as exc:
-            self._failed(tracking_uri, exc)
+            refused = rejection(tracking_uri, exc) if uris.is_http(tracking_uri) else None
+            if refused is not None:  # a refused password: said once, not retried for a while
+                self._rejected(tracking_uri, refused, [], 0)
+            else:
+                self._failed(tracking_uri, exc)
             return
         finally:
             self.warmed = True
@@ -320,12 +320,10 @@ class Writer:
                 delay = state.next_try - now
                 wait = delay if wait is None else min(wait, delay)
                 continue
-            pace = state.span_seconds * (DRAIN_MARGIN if deadline is not None else 1.0)
             limit = BATCH_SPANS
-            if pace:
-                limit = max(MIN_BATCH_SPANS, min(limit, int(BATCH_SECONDS / pace)))
-                if deadline is not None:
-                    limit = min(limit, int((deadline - now) / pace))
+            pace = state.span_seconds * DRAIN_MARGIN
+            if deadline is not None and pace:
+                limit = min(limit, int((deadline - now) / pace))
                 if limit < 1:
                     blocked.append(first)
                     self.out_of_time = True
