@@ -44,6 +44,10 @@ def flush(timeout: float | None = None) -> bool:
     """Write every finished span now (ours and MLflow's own); True when none is left."""
     exporter = RUNTIME.exporter
     done = True if exporter is None else exporter.flush(timeout)
+    if RUNTIME.registered_traces:  # MLflow spans were opened in our traces: write them too
+        from synalinks_obs.tracing import mlflow_view
+
+        mlflow_view.release_ended()
     if "mlflow" in sys.modules:
         try:
             mlflow_compat.flush_mlflow_span_processors(10.0 if timeout is None else timeout)

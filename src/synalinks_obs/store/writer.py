@@ -31,7 +31,7 @@ from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
-from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
+from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of, wire_to_span
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
@@ -255,33 +255,36 @@ class Writer:
         self._ok(uri)
         self.pending -= count
         self.exported += count
-        if destination.run_id is not None:
-            self._link_to_run(destination, experiment_id, wires)
+        self._finish_traces(destination, experiment_id, wires)
         return True
 
     def _done_with(self, batch, count, reason) -> None:
         self.pending -= count
         self._drop(count, reason)
 
-    def _link_to_run(self, destination, experiment_id, wires) -> None:
-        """Give each finished root of a run's traces MLflow's source-run metadata.
+    def _finish_traces(self, destination, experiment_id, wires) -> None:
+        """Give finished roots what ``log_spans`` cannot write: a run's traces MLflow's
+        source-run metadata (see ``synalinks_obs.training``), and the metadata, client
+        request id, previews, state or assessments the app set on a trace.
 
-        ``log_spans`` cannot write trace metadata, so the finished trace info (same times,
-        state and name as ``log_spans`` derived from the spans) is sent again with
-        ``mlflow.sourceRun`` through the store's ``start_trace``, which merges it into the
-        existing trace (see ``synalinks_obs.training``).
+        The finished trace info (same times, state and name as ``log_spans`` derived from
+        the spans) is sent again through the store's ``start_trace``, which merges it
+        into the existing trace.
         """
-        client = self._client(destination.tracking_uri)
+        run_id = destination.run_id
+        client = None
         for wire in wires:
-            if wire.parent_span_id is not None or wire.foreign:
+            if not wire.trace_root or (run_id is None and not needs_trace_info(wire)):
                 continue
+            client = client or self._client(destination.tracking_uri)
             try:
-                client.start_trace(root_trace_info_of(wire, experiment_id, destination.run_id))
+                client.start_trace(root_trace_info_of(wire, experiment_id, run_id))
             except Exception as exc:
+                what = f"link traces to run {run_id}" if run_id is not None else "write trace metadata"
                 self._notify(
                     "warning",
-                    f"cannot link traces to run {destination.run_id} "
-                    f"({type(exc).__name__}: {reporting.first_line(exc)}); the spans were written",
+                    f"cannot {what} ({type(exc).__name__}: {reporting.first_line(exc)}); "
+                    "the spans were written",
                 )
                 return
 
