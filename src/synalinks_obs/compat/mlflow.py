@@ -93,6 +93,15 @@ def flush_mlflow_span_processors(timeout_seconds: float) -> None:
     flush_all_batch_processors(timeout_millis=timeout_seconds * 1000)
 
 
+def flush_mlflow_async_logging() -> None:
+    """Wait until MLflow's asynchronous trace logging queue is written (public API)."""
+    import mlflow
+
+    flush = getattr(mlflow, "flush_trace_async_logging", None)
+    if flush is not None:
+        flush(terminate=False)
+
+
 def isolated_id_generator_class():
     """MLflow's ``_IsolatedRandomIdGenerator`` (None if missing: nothing to guard)."""
     try:

@@ -120,7 +120,11 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
     lm_error = mask_text(lm_error, masker)
     attributes = _user_attributes(record, masker) if record.shadow is not None else None
     trace_root = record.parent_span_id is None and not trace.foreign
-    trace_info = trace_info_of(trace, masker) if trace_root else None
+    trace_info = None
+    if trace_root:
+        trace_info = trace_info_of(trace, masker)
+        if trace.mlflow_info is not None:
+            mlflow_view.write_theirs_first(trace)
     remember(record, masker)
     return Wire(
         trace.otel_trace_id,

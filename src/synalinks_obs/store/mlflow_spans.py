@@ -53,6 +53,13 @@ def _uuid(value: int) -> str:
 def wire_to_span(wire):
     """The immutable ``mlflow.entities.Span`` of one span tuple."""
     from mlflow.entities import Span
+
+    return Span(wire_to_otel_span(wire))
+
+
+def wire_to_otel_span(wire):
+    """The OpenTelemetry ``ReadableSpan`` of one span tuple (what MLflow's span wraps, and
+    what an OTLP exporter sends: ``store.otlp``)."""
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -127,7 +134,7 @@ def wire_to_span(wire):
             event_attributes["exception.stacktrace"] = stack
         events.append(Event("exception", event_attributes, timestamp=end_ns))
         status = Status(StatusCode.ERROR, f"{exc_type}: {message}"[:1000])
-    otel_span = ReadableSpan(
+    return ReadableSpan(
         name=wire.name,
         context=context,
         parent=parent,
@@ -139,7 +146,6 @@ def wire_to_span(wire):
         start_time=start_ns,
         end_time=end_ns,
     )
-    return Span(otel_span)
 
 
 def trace_tags_of(wire) -> dict:

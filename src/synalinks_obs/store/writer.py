@@ -31,9 +31,11 @@ from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
-from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of, wire_to_span
+from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of, wire_to_otel_span
+from synalinks_obs.store.otlp import Forwarder
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
+_UNSET = object()
 BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
@@ -52,13 +54,14 @@ class _StoreState:
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts")
+    __slots__ = ("destination", "count", "payload", "attempts", "forwarded")
 
     def __init__(self, destination, count, payload):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
+        self.forwarded = False  # sent to the OTLP endpoint (store.otlp), once
 
     def wires(self):
         payload = self.payload
@@ -78,6 +81,7 @@ class Writer:
         self._experiment_ids: dict = {}
         self._clients: dict = {}
         self._notify = notify or (lambda *message: None)
+        self._forwarder = _UNSET  # store.otlp.Forwarder when MLflow's OTLP settings ask
 
     @property
     def held(self) -> int:
@@ -229,15 +233,57 @@ class Writer:
             return None
         return max(0.0, wait or 0.0)
 
+    def forwarder(self) -> Forwarder | None:
+        """MLflow's OTLP settings, read once: where our spans go besides (or instead of)
+        the tracking store."""
+        if self._forwarder is _UNSET:
+            self._forwarder = None
+            try:
+                self._forwarder = Forwarder.from_environment()
+            except Exception as exc:
+                self._notify(
+                    "warning",
+                    f"cannot send spans to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ({type(exc).__name__}: "
+                    f"{reporting.first_line(exc)}); fix the OTLP settings (endpoint, "
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL); spans go to MLflow only",
+                )
+        return self._forwarder
+
+    def _forward(self, forwarder, batch) -> list:
+        """Send the chunks not sent yet to the OTLP endpoint; the wires and spans of the batch."""
+        wires, spans = [], []
+        for chunk in batch:
+            chunk_wires = chunk.wires()
+            chunk_spans = [wire_to_otel_span(wire) for wire in chunk_wires]
+            if forwarder is not None and not chunk.forwarded:
+                chunk.forwarded = True
+                problem = forwarder.send(chunk_spans)
+                if problem is not None:
+                    self._notify(
+                        "warning",
+                        f"{len(chunk_spans)} spans not sent to the OTLP endpoint ({problem}); "
+                        "check OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and the collector",
+                    )
+            wires.extend(chunk_wires)
+            spans.extend(chunk_spans)
+        return wires, spans
+
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
+        forwarder = self.forwarder()
+        if forwarder is not None and not forwarder.dual:  # MLflow's settings: OTLP only
+            self._forward(forwarder, batch)
+            self.pending -= count
+            self.exported += count
+            return True
         try:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
-            wires = [wire for chunk in batch for wire in chunk.wires()]
-            spans = [wire_to_span(wire) for wire in wires]
-            self._client(uri).log_spans(experiment_id, spans)
+            wires, otel_spans = self._forward(forwarder, batch)
+            from mlflow.entities import Span
+
+            self._client(uri).log_spans(experiment_id, [Span(span) for span in otel_spans])
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:

@@ -16,6 +16,8 @@ asks, and only then:
   the shadow ends with its call; when the root ends, what the app set on the trace
   through MLflow (tags, metadata including the session and user keys, client request id,
   previews, state, assessments) is kept on the ``TraceRecord`` for ``export.wire``;
+- ``write_theirs_first`` (exporter thread, before our root is written): the spans MLflow
+  recorded in the trace are written first, so the store's roll-up includes them;
 - ``release`` (exporter thread, ``RELEASE_AFTER`` seconds after the root ended): MLflow's
   own span processors are flushed (the spans it wrote inside our trace), then the trace
   leaves MLflow's registry. Autologgers such as LiteLLM's report from a background task,
@@ -99,9 +101,29 @@ def finish_trace(trace) -> None:
                     "response_preview": info.response_preview,
                     "state": info.state.value if info.state is not None else None,
                     "assessments": [a.to_dictionary() for a in info.assessments],
+                    # spans MLflow recorded in our trace (an autologger's, a user's):
+                    # written before our root, so the trace's roll-up counts them
+                    "theirs": any(
+                        not getattr(span, "_synalinks_obs_shadow", False)
+                        for span in held.span_dict.values()
+                    ),
                 }
     finally:
         tracer.exporter.call_later(RELEASE_AFTER, lambda: release(trace))
+
+
+def write_theirs_first(trace) -> None:
+    """Exporter thread, before our root of ``trace`` is handed on: the spans MLflow
+    recorded in it (ended by now) are written first, so the store's roll-up of the trace
+    (token usage, cost), finalized with our root, includes them."""
+    info = trace.mlflow_info
+    if info is None or not info.get("theirs"):
+        return
+    try:
+        mlflow_compat.flush_mlflow_span_processors(trace.tracer.settings.flush_timeout)
+        mlflow_compat.flush_mlflow_async_logging()
+    except Exception as exc:  # MLflow's own writing failed: it said why; ours goes on
+        reporting.internal_error("writing MLflow's spans of a trace before its root", exc)
 
 
 def release(trace, now: bool = False) -> None:
