@@ -33,6 +33,7 @@ from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
 from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of, wire_to_otel_span
 from synalinks_obs.store.otlp import Forwarder
+from synalinks_obs.store.protocol import otlp_environment
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 _UNSET = object()
@@ -82,6 +83,7 @@ class Writer:
         self._clients: dict = {}
         self._notify = notify or (lambda *message: None)
         self._forwarder = _UNSET  # store.otlp.Forwarder when MLflow's OTLP settings ask
+        self._otlp_settings = ()
 
     @property
     def held(self) -> int:
@@ -234,10 +236,16 @@ class Writer:
         return max(0.0, wait or 0.0)
 
     def forwarder(self) -> Forwarder | None:
-        """MLflow's OTLP settings, read once: where our spans go besides (or instead of)
-        the tracking store."""
-        if self._forwarder is _UNSET:
+        """Where MLflow's OTLP settings send our spans besides (or instead of) the
+        tracking store; read again when the app changed them."""
+        settings = otlp_environment()
+        if self._forwarder is _UNSET or settings != self._otlp_settings:
+            if self._forwarder not in (_UNSET, None):
+                self._forwarder.shutdown()
+            self._otlp_settings = settings
             self._forwarder = None
+            if not settings:
+                return None
             try:
                 self._forwarder = Forwarder.from_environment()
             except Exception as exc:
