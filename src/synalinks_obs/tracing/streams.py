@@ -6,10 +6,12 @@ made it has returned. The LM call's record stays open (``follow``): the patched
 ``StreamingIterator.__anext__`` (``patching.streaming``) notes the first token's time and
 the text read; when the stream ends, the record finishes with the assembled answer as its
 output (``{"role": "assistant", "content": ...}``), its time to first token, and its end
-time. Its usage is counted on the exporter thread (``settle``, ~1 ms of LiteLLM's work)
-from LiteLLM's raw chunks, the way LiteLLM reports a streamed call (the provider's usage
-chunk, or LiteLLM's own token count), priced by LiteLLM. That cost stays on the LM span:
-the calls around it had already returned.
+time. Its usage is counted from LiteLLM's raw chunks, the way LiteLLM reports a streamed call
+(the provider's usage chunk, or LiteLLM's own token count), priced by LiteLLM
+(``usage_of``, ~1 ms of LiteLLM's work): at the stream's end when it is read inside the
+call that made it (the cost rolls up into the calls around it), else on the exporter
+thread (``settle``): the calls around it had already returned, so that cost stays on the
+LM span (MLflow's trace-level cost, summed from the spans, still counts it).
 
 A stream that fails ends its span with the error; one dropped before its end (garbage
 collected) ends it then, with what had been read.
@@ -68,8 +70,15 @@ class _Stream:
         if streams is not None and iterator is not None:
             streams.pop(iterator, None)
         record = self.record
+        usage = None
         record.stream = iterator if error is None else None
-        record.trace.tracer.end(record, None if error is not None else self.answer(), error)
+        parent = record.parent
+        if record.stream is not None and parent is not None and parent.end_ns is None:
+            # Read inside the call that made it: its usage and cost now (~1 ms), so they
+            # roll up into the calls around it, which are still running.
+            record.stream = None
+            usage = usage_of(iterator)
+        record.trace.tracer.end(record, None if error is not None else self.answer(), error, usage)
 
 
 def is_stream(value) -> bool:
@@ -113,14 +122,20 @@ def following(iterator):
     return streams.get(iterator) if streams is not None else None
 
 
-def settle(record) -> None:
-    """Count a finished stream's usage and cost (exporter thread)."""
-    iterator, record.stream = record.stream, None
+def usage_of(iterator) -> dict | None:
+    """A finished stream's usage and cost, as LiteLLM counts them (None if unknown)."""
     try:
-        usage = synalinks_compat.streamed_usage(iterator)
+        return synalinks_compat.streamed_usage(iterator)
     except Exception as exc:
         reporting.internal_error("counting a streamed answer's usage", exc)
-        return
+        return None
+
+
+def settle(record) -> None:
+    """Count a finished stream's usage and cost (exporter thread: a stream read after the
+    calls around it had returned)."""
+    iterator, record.stream = record.stream, None
+    usage = usage_of(iterator)
     if usage:
         record.usage = usage
         cost = usage.get("cost")
