@@ -159,6 +159,26 @@ def test_trace_context_sync_and_mlflow_session_search(tracing, synalinks, lm, sq
     }
 
 
+def test_the_apps_own_mlflow_tracing_context_stamps_our_traces(tracing, synalinks, lm):
+    import mlflow
+
+    tracing.start()
+    Question, build = _program(synalinks, lm)
+
+    async def main():
+        program = await build()
+        with mlflow.tracing.context(metadata={SESSION: "from-mlflow"}, tags={"source": "app"}):
+            await program(Question(question="inside"))
+        await program(Question(question="outside"))
+
+    asyncio.run(main())
+    infos = _by_question(tracing.read())
+    assert infos["inside"].trace_metadata[SESSION] == "from-mlflow"
+    assert infos["inside"].tags["source"] == "app"
+    assert SESSION not in infos["outside"].trace_metadata
+    assert "source" not in infos["outside"].tags
+
+
 def test_trace_context_rejects_bad_values_with_one_clear_line():
     import synalinks_obs
 

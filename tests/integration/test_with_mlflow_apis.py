@@ -217,6 +217,7 @@ def test_current_trace_apis_inside_a_module_call(traced, synalinks, lm):
             mlflow.update_current_trace(
                 tags={"team": "search"},
                 metadata={SESSION: "chat-42", USER: "ada", "release": "r7"},
+                client_request_id="req-1",
             )
             return inputs.clone()
 
@@ -245,6 +246,7 @@ def test_current_trace_apis_inside_a_module_call(traced, synalinks, lm):
     assert info.trace_metadata[SESSION] == "chat-42"
     assert info.trace_metadata[USER] == "ada"
     assert info.trace_metadata["release"] == "r7"
+    assert info.client_request_id == "req-1"
     (feedback,) = [a for a in info.assessments if a.name == "helpful"]
     assert feedback.value is True and feedback.rationale == "fine"
     # MLflow's own search by session finds it.
