@@ -44,7 +44,8 @@ class Runtime:
         # trace manager, and the lock that makes registering and exposing calls atomic.
         self.registered_traces: set = set()
         self.view_lock = RLock()
-        # MLflow trace ids of the last traces whose root returned (bounded, oldest first):
+        # MLflow trace ids of the last traces whose root returned (bounded, oldest first;
+        # value True):
         # MLflow reading one of them from the store waits for its spans (mlflow_hooks).
         self.recent_roots: dict = {}
         # Streamed LM answers being read: iterator -> its open call record (tracing.streams).

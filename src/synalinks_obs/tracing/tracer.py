@@ -155,9 +155,9 @@ class Tracer:
         # MLflow reading this trace from the store soon waits for its spans (mlflow_hooks).
         trace_id = trace.trace_id
         recent = RUNTIME.recent_roots
-        recent[trace_id] = trace
+        recent[trace_id] = True
         if len(recent) > RECENT_ROOTS:
-            del recent[next(iter(recent))]
+            recent.pop(next(iter(recent), None), None)
         mlflow_compat.set_last_active_trace_id(trace_id)
 
 
