@@ -30,6 +30,7 @@ Fixtures:
     sqlite_uri       (function) ``sqlite:///<tmp_path>/mlflow.db``.
     mlflow_server    (session)  a real ``mlflow server`` subprocess.
     mlflow_server_factory (function) ``factory(*extra_args)`` starts more.
+    wheel_python, run_py, zygote: real app processes (``tests/support/app_fixtures.py``).
 
 Tests using a real MLflow server are marked ``server`` automatically.
 """
@@ -47,6 +48,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from app_fixtures import run_py, wheel_python, zygote  # noqa: F401  (fixtures, see there)
 from fake_llm import FakeLLM
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -96,6 +98,25 @@ def _fresh_warnings():
 
     reporting.forget()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_exporter():
+    """The process-wide exporter (its drop counters, its stores' states, whether it runs
+    an exporter process) does not outlive the test that made it, so what a test counts
+    does not depend on which tests ran before it on the same worker. Left alone while
+    tracing is still on (a class-scoped activation)."""
+    yield
+    from synalinks_obs.runtime import RUNTIME
+
+    exporter = RUNTIME.exporter
+    if exporter is None or RUNTIME.tracer is not None or RUNTIME.hook_tracer is not None:
+        return
+    RUNTIME.exporter = None
+    try:
+        exporter.shutdown(timeout=30, report=False)
+    except Exception:  # a test that broke it on purpose: it is dropped all the same
+        pass
 
 
 def pytest_unconfigure(config):
@@ -310,6 +331,18 @@ class MlflowServer:
             time.sleep(0.1)
         else:
             os.killpg(group, signal.SIGKILL)
+        self._process = None
+
+    def kill(self):
+        """SIGKILL the whole server (a crash); ``start()`` brings it back on the same port
+        and database."""
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._process.wait()
         self._process = None
 
     @property

@@ -7,6 +7,11 @@ patched calls read. A start-up activation (``SYNALINKS_OBSERVABILITY=1``, the la
 goes through ``enable_on_import``, which loads nothing until Synalinks is imported.
 ``uninstrument()`` reverts every patch, Synalinks' and MLflow's alike.
 
+Never an error of ours into the app: past the settings check (a bad argument raises
+``SettingsError``, as documented), everything ``enable()`` and ``_start`` do is guarded;
+an internal error there goes to ``reporting.internal_error`` (logged once, raised only in
+strict mode), the patches this start applied are reverted and the app runs untraced.
+
 Side effects, all documented in the README: our own ``synalinks_obs`` logger gets the
 ``log_level`` setting; ``MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR`` is set to ``true``
 unless already set (``import synalinks`` seeds ``random``, so MLflow's default span ids
@@ -26,17 +31,22 @@ def enable(tracking_uri=None, experiment_name=None, _source: str = "enable()", *
     from synalinks_obs.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri, experiment_name=experiment_name, **options)
-    reporting.logger().setLevel(settings.log_level)
     if settings.strict:
         reporting.strict_mode(True)
-    os.environ.setdefault("MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR", "true")
-    from synalinks_obs import importhook
-
     with RUNTIME.lock:
-        RUNTIME.settings = settings
-        RUNTIME.source = _source
-        RUNTIME.pending = None
-        importhook.when_imported("synalinks", _on_synalinks_imported)
+        try:
+            reporting.logger().setLevel(settings.log_level)
+            os.environ.setdefault("MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR", "true")
+            from synalinks_obs import importhook
+
+            RUNTIME.settings = settings
+            RUNTIME.source = _source
+            RUNTIME.pending = None
+            importhook.when_imported("synalinks", _on_synalinks_imported)
+        except Exception as exc:
+            RUNTIME.settings = RUNTIME.source = None
+            reporting.internal_error("turning tracing on", exc)
+            return
         if "synalinks" in sys.modules:
             _start()
 
@@ -57,7 +67,46 @@ def enable_on_import(_source: str = "env", **options) -> None:
             return
         RUNTIME.pending = options
         RUNTIME.source = _source
-        importhook.when_imported("synalinks", _on_synalinks_imported)
+        importhook.when_imported("synalinks", _on_synalinks_imported, before=_prestart_exporter)
+
+
+def _store_problem(resolution) -> str | None:
+    """The one line refusing a store that cannot take traces (see ``_start``), or None."""
+    from synalinks_obs import uris
+    from synalinks_obs.store.local_access import sqlite_store_problem
+
+    setting = "--tracking-uri" if RUNTIME.source == "run" and resolution.source == "explicit" else (
+        "tracking_uri" if resolution.source == "explicit" else "MLFLOW_TRACKING_URI"
+    )
+    return uris.file_store_problem(resolution.uri, setting) or sqlite_store_problem(resolution.uri, setting)
+
+
+def _prestart_exporter() -> None:
+    """Import-hook ``before``: start the exporter process while Synalinks is imported.
+
+    Importing Synalinks takes seconds; in that time the exporter process imports MLflow
+    and opens the store (creating it if new), so that a short script's exit waits only
+    for its last spans to be written, not for MLflow's SQL stack to load in the app.
+    Nothing is reported here (``_start`` reports bad settings and refused stores)."""
+    with RUNTIME.lock:
+        pending = RUNTIME.pending if RUNTIME.settings is None else None
+    if pending is None:  # start-up activation only (an explicit enable() keeps the 2 s rule)
+        return
+    from synalinks_obs import uris
+    from synalinks_obs.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(report=lambda line: None, **pending)
+    except SettingsError:
+        return
+    if not settings.export_process:
+        return
+    resolution = uris.resolve(settings.tracking_uri, environment=False)
+    if _store_problem(resolution) is not None:
+        return
+    from synalinks_obs.export import service
+
+    service.exporter_for(settings).prestart(resolution.uri, settings.experiment_name)
 
 
 def _on_synalinks_imported(_module) -> None:
@@ -103,22 +152,33 @@ def uninstrument() -> None:
 
 
 def _start() -> None:
-    """Patch Synalinks (once) and set the tracer of the activation in force."""
+    """Patch Synalinks (once) and set the tracer of the activation in force (never raises
+    an error of ours, except in strict mode: see the module docstring)."""
     settings = RUNTIME.settings
     if settings is None:
         return
+    applied = len(RUNTIME.patches)
+    try:
+        _start_tracing(settings)
+    except Exception as exc:
+        RUNTIME.settings = RUNTIME.source = None
+        RUNTIME.tracer = None
+        try:  # what this start patched goes back: the app runs as if untraced
+            RUNTIME.patches.revert_newest(len(RUNTIME.patches) - applied)
+        finally:
+            reporting.internal_error("turning tracing on", exc)
+
+
+def _start_tracing(settings) -> None:
     from synalinks_obs import uris
 
     resolution = uris.resolve(settings.tracking_uri, environment=False)
-    setting = "--tracking-uri" if RUNTIME.source == "run" and resolution.source == "explicit" else (
-        "tracking_uri" if resolution.source == "explicit" else "MLFLOW_TRACKING_URI"
-    )
-    problem = uris.file_store_problem(resolution.uri, setting)
+    problem = _store_problem(resolution)
     if problem is not None:
         reporting.say_once(problem)
         RUNTIME.settings = None
         return
-    if resolution.source == "default":
+    if resolution.uri == uris.default_uri():  # also the launcher's default, exported
         note = uris.legacy_mlruns_note()
         if note:
             reporting.say_once(note)

@@ -11,6 +11,9 @@ once. Pitfalls handled here (the ones wrapt's ``importer.py`` documents):
   or raised in strict mode);
 - the finder is removable, so ``uninstrument()`` leaves ``sys.meta_path`` clean.
 
+An optional ``before()`` runs once when the import *starts* (the finder is asked for the
+module), under the same guard: tracing uses it to start work that can overlap the import.
+
 The finders are kept in ``RUNTIME.import_hooks``. This module runs at interpreter
 start-up (the ``.pth`` bootstrap installs the finder), so at module level it imports only
 what the interpreter has already loaded (``sys``, ``_thread``): ``importlib.util`` is
@@ -45,9 +48,10 @@ class _CallbackLoader:
 class PostImportFinder:
     """Meta-path finder that fires ``callback(module)`` once ``name`` has been imported."""
 
-    def __init__(self, name: str, callback):
+    def __init__(self, name: str, callback, before=None):
         self.name = name
         self.callback = callback
+        self.before = before
         self.fired = False
         self._lock = RLock()
         self._busy: set = set()  # threads delegating to the other finders right now
@@ -57,6 +61,14 @@ class PostImportFinder:
             return None
         import importlib.util
 
+        before, self.before = self.before, None
+        if before is not None:
+            try:
+                before()
+            except Exception as exc:  # never fail the user's import (strict mode raises)
+                from synalinks_obs import reporting
+
+                reporting.internal_error(f"the pre-import hook of {self.name}", exc)
         self._busy.add(get_ident())
         try:
             spec = importlib.util.find_spec(fullname)
@@ -84,8 +96,9 @@ class PostImportFinder:
             reporting.internal_error(f"the import hook of {self.name}", exc)
 
 
-def when_imported(name: str, callback) -> PostImportFinder:
-    """Call ``callback(module)`` when ``name`` is imported (at once if it already is).
+def when_imported(name: str, callback, before=None) -> PostImportFinder:
+    """Call ``callback(module)`` when ``name`` is imported (at once if it already is), and
+    ``before()`` when its import starts (never if it already is imported).
 
     Idempotent per ``name``: a second call returns the finder already installed.
     """
@@ -93,7 +106,7 @@ def when_imported(name: str, callback) -> PostImportFinder:
     finder = hooks.get(name)
     if finder is not None and (finder in sys.meta_path or finder.fired):
         return finder
-    finder = PostImportFinder(name, callback)
+    finder = PostImportFinder(name, callback, before)
     hooks[name] = finder
     module = sys.modules.get(name)
     if module is not None:

@@ -19,15 +19,13 @@ covers ``-m``, a subprocess in another directory and an uncaught module exceptio
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 from traces import load_traces, span_tree
+from wheel_env import clean_env as _clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -42,112 +40,6 @@ PROBE = (
     "print(json.dumps({'finders': [type(f).__name__ for f in sys.meta_path].count('PostImportFinder'), "
     "'enabled': s.is_enabled(), 'source': s.activation_source(), 'heavy': heavy}))"
 ) % (HEAVY,)
-
-
-# -- the interpreter under test ------------------------------------------------------------
-def _clean_env(**extra):
-    """The parent's environment minus anything of ours, MLflow's or a PYTHONPATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SYNALINKS_OBS", "_SYNALINKS_OBS", "MLFLOW_", "PYTEST_"))
-        and k not in ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONVERBOSE")
-    }
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    # A fresh sqlite store's schema migration can outlast the default 10 s exit flush on a
-    # loaded 2-core CI machine; the tests are about where spans land, not that bound.
-    env["SYNALINKS_OBS_FLUSH_TIMEOUT"] = "180"
-    env.update({k: str(v) for k, v in extra.items() if v is not None})
-    for k, v in extra.items():
-        if v is None:
-            env.pop(k, None)
-    return env
-
-
-def _wheel_layout(python):
-    """Where ``python`` imports synalinks_obs from, and whether the wheel's .pth is there."""
-    code = (
-        "import json, os, sysconfig, synalinks_obs; "
-        "d = os.path.dirname(os.path.dirname(os.path.abspath(synalinks_obs.__file__))); "
-        "print(json.dumps({'dir': d, 'pth': os.path.isfile(os.path.join(d, 'synalinks_obs.pth')), "
-        "'site': [os.path.realpath(sysconfig.get_path(k)) for k in ('purelib', 'platlib')]}))"
-    )
-    out = subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, env=_clean_env(), timeout=60
-    )
-    if out.returncode != 0:
-        return None
-    layout = json.loads(out.stdout)
-    layout["ok"] = layout["pth"] and os.path.realpath(layout["dir"]) in layout["site"]
-    return layout
-
-
-def _overlay_venv(root):
-    """A venv with the wheel built from this checkout, seeing the test venv's packages.
-
-    The venv's own site-packages holds synalinks-obs, installed from the wheel (with its
-    .pth); a path-only ``.pth`` appends the running interpreter's site-packages so
-    synalinks and mlflow are importable without reinstalling them. Path lines of the
-    parent's .pth files (an editable install of synalinks-obs) are not processed.
-    """
-    # Build from a copy: setuptools builds in the source tree (build/), and xdist workers
-    # may each be building at the same moment.
-    source = root / "source"
-    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "src", "sitecustomize_pkg"):
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-        elif (REPO / name).exists():
-            source.mkdir(exist_ok=True)
-            shutil.copy2(REPO / name, source / name)
-    dist = root / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, source],
-        check=True, timeout=TIMEOUT, env=_clean_env(),
-    )
-    wheel = next(dist.glob("synalinks_obs-*.whl"))
-    venv = root / "venv"
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", venv], check=True, timeout=TIMEOUT)
-    python = venv / "bin" / "python"
-    site_dir = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        check=True, capture_output=True, text=True, env=_clean_env(),
-    ).stdout.strip()
-    parent = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
-    Path(site_dir, "_parent_env.pth").write_text("\n".join(sorted(parent)) + "\n")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", wheel],
-        check=True, timeout=TIMEOUT, env=_clean_env(),
-    )
-    return str(python)
-
-
-@pytest.fixture(scope="session")
-def wheel_python(tmp_path_factory):
-    """An interpreter running synalinks-obs from its installed wheel, .pth active."""
-    layout = _wheel_layout(sys.executable)
-    if layout and layout["ok"]:
-        return sys.executable
-    python = _overlay_venv(tmp_path_factory.mktemp("wheel-venv"))
-    layout = _wheel_layout(python)
-    assert layout and layout["ok"], f"the overlay venv does not run the wheel: {layout}"
-    return python
-
-
-@pytest.fixture
-def run_py(wheel_python, tmp_path):
-    """``run_py(*args, env=..., cwd=..., input=...)``: a subprocess of the wheel's python."""
-    home = tmp_path / "synalinks-home"
-
-    def run(*args, env=None, cwd=None, input=None, timeout=TIMEOUT, python=None):
-        full_env = _clean_env(SYNALINKS_HOME=home, **(env or {}))
-        return subprocess.run(
-            [python or wheel_python, *map(str, args)],
-            capture_output=True, text=True, env=full_env, cwd=cwd or tmp_path,
-            input=input, timeout=timeout,
-        )
-
-    return run
 
 
 def _probe(run_py, value, code=PROBE):

@@ -36,6 +36,7 @@ from synalinks_obs import uris
 from synalinks_obs.cli import checks, store_checks
 from synalinks_obs.cli.checks import Check
 from synalinks_obs.settings import DEFAULT_EXPERIMENT
+from synalinks_obs.store.local_access import sqlite_store_problem
 
 _FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
 
@@ -88,9 +89,9 @@ def run_checks(tracking_uri=None, experiment_name=None, timeout: float = 10.0,
 
 
 def _store_checks(target, timeout: float) -> list[Check]:
-    problem = uris.file_store_problem(target.tracking_uri)
+    problem = uris.file_store_problem(target.tracking_uri) or sqlite_store_problem(target.tracking_uri)
     if problem is not None:
-        fix = "use sqlite:///PATH/mlflow.db or an MLflow server"
+        fix = "use sqlite:///DIR/mlflow.db in a directory this user can write, or an MLflow server"
         return [Check("tracking store", False, problem.removeprefix("synalinks-obs: "), fix)]
     health = store_checks.check_health(target, timeout)
     sqlite = uris.sqlite_path(target.tracking_uri)

@@ -153,8 +153,21 @@ def resolve_settings(options: dict):
                 sys.stderr.write(message + "\n")
                 return None, options
             message = message.replace(f"synalinks-obs: {bad}=", f"synalinks-obs: {_flag_for(bad)}=", 1)
-            sys.stderr.write(message + "; using the default\n")
+            sys.stderr.write(f"{message}; using {_used_instead(bad)}\n")
             del options[bad]
+
+
+def _used_instead(field: str) -> str:
+    """What a dropped launcher option falls back to: the environment, else the default."""
+    from synalinks_obs.settings import DEFAULT_EXPERIMENT
+
+    if field == "tracking_uri":
+        resolution = uris.resolve(None)
+        if resolution.source == "MLFLOW_TRACKING_URI":
+            return f"MLFLOW_TRACKING_URI={uris.display(resolution.uri)}"
+        return f"the default {resolution.uri}"
+    env = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip()
+    return f"MLFLOW_EXPERIMENT_NAME={env!r}" if env else f"the default {DEFAULT_EXPERIMENT!r}"
 
 
 def sitecustomize_dir() -> str | None:

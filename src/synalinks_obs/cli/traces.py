@@ -262,6 +262,10 @@ def main(argv=None):
     tracking_uri = uris.resolve(args.tracking_uri).uri
     experiment_name = args.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     shown_uri = uris.display(tracking_uri)
+    problem = uris.file_store_problem(tracking_uri, "--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI")
+    if problem is not None:  # MLflow would create an empty file store there
+        print(problem.replace("; tracing is off", ""), file=sys.stderr)
+        return 1
     sqlite = uris.sqlite_path(tracking_uri)
     if sqlite is not None and not os.path.exists(sqlite):  # only read: never create a store
         print(f"No tracking store at {shown_uri} (the file does not exist): run a traced app "

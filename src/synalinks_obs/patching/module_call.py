@@ -12,8 +12,11 @@ traced. Nothing is stored on module instances (``deepcopy``, ``save``, ``load`` 
 Safe by construction (MLflow's ``safe_patch``): ``_start`` and ``_finish`` hold all our
 work and never raise (an error of ours goes to ``reporting.internal_error``: logged
 once, or raised in strict mode); the user's call runs exactly once, outside any ``try``
-of ours that could call it again, and its exception propagates untouched. A traceback
-through a traced call shows one frame of this file (``__call__``) per traced call.
+of ours that could call it again, and its exception propagates untouched: the same
+object, and the same traceback as without tracing. On its way out the wrapper unlinks its
+own entry from the exception's ``__traceback__`` (``tb_next`` is writable) before a bare
+``raise``, which re-raises without adding an entry for the frame it runs in; so no frame
+of this file shows in the app's traceback, in pytest's or in the span's stack trace.
 """
 
 from __future__ import annotations
@@ -109,21 +112,27 @@ def wrap(original):
 
     @functools.wraps(original)
     async def __call__(self, *args, **kwargs):
-        if runtime.tracer is None and runtime.route is None:
-            return await original(self, *args, **kwargs)
-        record = start(self, args, kwargs)
-        if record is None:
-            return await original(self, *args, **kwargs)
+        record = None
+        if runtime.tracer is not None or runtime.route is not None:
+            record = start(self, args, kwargs)
         try:
             outputs = await original(self, *args, **kwargs)
         except BaseException as exc:
-            finish(record, None, exc)
+            if record is not None:
+                finish(record, None, exc)
+            tb = exc.__traceback__
+            if tb is not None and tb.tb_frame.f_code is _WRAPPER_CODE:
+                exc.__traceback__ = tb.tb_next  # our own frame, not the app's
             raise
-        finish(record, outputs, None)
+        if record is not None:
+            finish(record, outputs, None)
         return outputs
 
     setattr(__call__, MARK, True)
     return __call__
+
+
+_WRAPPER_CODE = wrap(lambda *a: None).__code__  # every wrapper shares this code object
 
 
 def _patch_class(registry, cls) -> None:

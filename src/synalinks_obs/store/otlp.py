@@ -8,13 +8,20 @@ settings to our spans: the ``Writer`` hands it the OpenTelemetry spans it built
 (``store.mlflow_spans.wire_to_otel_span``: the spans MLflow gets, same ids, parents and
 ``synalinks.*`` attributes),
 MLflow's own exporter for that endpoint (``compat.mlflow.otlp_exporter``) sends them, and
-``dual`` says whether the tracking store is written too. Each batch is sent once (a
-store retry does not send it again); a collector that fails is reported in one line.
+``dual`` says whether the tracking store is written too. ``OtlpRoute`` (one per
+``Writer``) builds the forwarder from the settings, again when the app changed them, and
+sends each chunk once (a store retry does not send it again); a collector that fails is
+reported in one line per chunk.
 """
 
 from __future__ import annotations
 
+from synalinks_obs import reporting
 from synalinks_obs.compat import mlflow as mlflow_compat
+from synalinks_obs.store.mlflow_spans import wire_to_otel_span
+from synalinks_obs.store.protocol import otlp_environment
+
+_UNSET = object()
 
 
 class Forwarder:
@@ -54,3 +61,54 @@ class Forwarder:
             self.exporter.shutdown()
         except Exception:  # already shut down, or its channel is gone at exit
             pass
+
+
+class OtlpRoute:
+    """The ``Writer``'s way to the OTLP endpoint: the forwarder of the current settings."""
+
+    def __init__(self, notify):
+        self._notify = notify
+        self._forwarder = _UNSET
+        self._settings = ()
+
+    def forwarder(self) -> Forwarder | None:
+        """Where MLflow's OTLP settings send our spans besides (or instead of) the
+        tracking store; read again when the app changed them."""
+        settings = otlp_environment()
+        if self._forwarder is _UNSET or settings != self._settings:
+            if self._forwarder not in (_UNSET, None):
+                self._forwarder.shutdown()
+            self._settings = settings
+            self._forwarder = None
+            if not settings:
+                return None
+            try:
+                self._forwarder = Forwarder.from_environment()
+            except Exception as exc:
+                self._notify(
+                    "warning",
+                    f"cannot send spans to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ({type(exc).__name__}: "
+                    f"{reporting.first_line(exc)}); fix the OTLP settings (endpoint, "
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL); spans go to MLflow only",
+                )
+        return self._forwarder
+
+    def forward(self, forwarder, batch) -> tuple[list, list]:
+        """Send the chunks of ``batch`` not sent yet; the batch's wires and OpenTelemetry
+        spans (what the store gets too)."""
+        wires, spans = [], []
+        for chunk in batch:
+            chunk_wires = chunk.wires()
+            chunk_spans = [wire_to_otel_span(wire) for wire in chunk_wires]
+            if forwarder is not None and not chunk.forwarded:
+                chunk.forwarded = True
+                problem = forwarder.send(chunk_spans)
+                if problem is not None:
+                    self._notify(
+                        "warning",
+                        f"{len(chunk_spans)} spans not sent to the OTLP endpoint ({problem}); "
+                        "check OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and the collector",
+                    )
+            wires.extend(chunk_wires)
+            spans.extend(chunk_spans)
+        return wires, spans

@@ -24,6 +24,7 @@ when that process cannot be used.
 from __future__ import annotations
 
 import collections
+import contextlib
 import pickle
 import time
 
@@ -31,16 +32,31 @@ from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
-from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of, wire_to_otel_span
-from synalinks_obs.store.otlp import Forwarder
-from synalinks_obs.store.protocol import otlp_environment
+from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of
+from synalinks_obs.store.otlp import OtlpRoute
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
-_UNSET = object()
 BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
 REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
+SCHEMA_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables..."
+
+
+@contextlib.contextmanager
+def _quiet_schema_setup():
+    """MLflow logs two INFO lines on stderr when it creates a new database's tables: not
+    the app's output when it is our writer that opens the store (the app's own MLflow
+    calls, outside this block, log as usual)."""
+    import logging
+
+    logger = logging.getLogger(SCHEMA_LOGGER)
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _StoreState:
@@ -55,13 +71,14 @@ class _StoreState:
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts", "forwarded")
+    __slots__ = ("destination", "count", "payload", "attempts", "tag", "forwarded")
 
-    def __init__(self, destination, count, payload):
+    def __init__(self, destination, count, payload, tag=None):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
+        self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
         self.forwarded = False  # sent to the OTLP endpoint (store.otlp), once
 
     def wires(self):
@@ -82,8 +99,13 @@ class Writer:
         self._experiment_ids: dict = {}
         self._clients: dict = {}
         self._notify = notify or (lambda *message: None)
-        self._forwarder = _UNSET  # store.otlp.Forwarder when MLflow's OTLP settings ask
-        self._otlp_settings = ()
+        self.otlp = OtlpRoute(self._notify)  # MLflow's OTLP settings (store.otlp)
+        # Tags of the batches done with since the caller last took them (written, or
+        # dropped and counted): the exporter process reports them, so the app knows
+        # which batches it no longer needs to keep for a resend.
+        self.finished_tags: list = []
+        self.warmed = False  # warm_up() has run (the store opened, or found failing)
+        self.writing = None  # (tracking URI, monotonic start) of the write in progress
 
     @property
     def held(self) -> int:
@@ -96,16 +118,24 @@ class Writer:
         return held
 
     # -- intake -------------------------------------------------------------------------
-    def add(self, destination, count: int, payload) -> None:
+    def add(self, destination, count: int, payload, tag=None) -> None:
         state = self._stores.get(destination.tracking_uri)
         if state is not None and time.monotonic() < state.rejected_until:
             self._drop(count, state.reason)
+            if tag is not None:
+                self.finished_tags.append(tag)
             return
         if self.pending + count > self.max_spans:
-            self._drop(count, self._full_reason(destination))
+            self.refuse(destination, count, tag)
             return
-        self._chunks.append(_Chunk(destination, count, payload))
+        self._chunks.append(_Chunk(destination, count, payload, tag))
         self.pending += count
+
+    def refuse(self, destination, count: int, tag=None) -> None:
+        """A batch that does not fit in ``max_spans``: dropped and counted."""
+        self._drop(count, self._full_reason(destination))
+        if tag is not None:
+            self.finished_tags.append(tag)
 
     def _full_reason(self, destination) -> str:
         state = self._stores.get(destination.tracking_uri)
@@ -125,10 +155,29 @@ class Writer:
         found = self._experiment_ids.get(key)
         if found is None:
             self._check_store(destination.tracking_uri)
-            found = resolve_experiment(*key)
+            with _quiet_schema_setup():  # the first call opens (creates) the store
+                found = resolve_experiment(*key)
             self._experiment_ids[key] = found
             self._notify("experiment", key, found)
         return found
+
+    def warm_up(self, tracking_uri, experiment_name) -> None:
+        """Open the store and resolve the experiment before the first span arrives (the
+        exporter process at start-up), so that the app's first and last writes do not
+        pay for it. A store that fails here counts as failing (backoff, one reason)."""
+        key = (tracking_uri, experiment_name)
+        try:
+            self._check_store(tracking_uri)
+            if key not in self._experiment_ids:
+                with _quiet_schema_setup():
+                    found = resolve_experiment(*key)
+                self._experiment_ids[key] = found
+                self._notify("experiment", key, found)
+            self._client(tracking_uri)
+        except Exception as exc:
+            self._failed(tracking_uri, exc)
+        finally:
+            self.warmed = True
 
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
@@ -196,7 +245,8 @@ class Writer:
         client = self._clients.get(tracking_uri)
         if client is None:
             guard_schema_setup()
-            client = mlflow_compat.tracing_client(tracking_uri)
+            with _quiet_schema_setup():
+                client = mlflow_compat.tracing_client(tracking_uri)
             self._clients[tracking_uri] = client
         return client
 
@@ -235,63 +285,27 @@ class Writer:
             return None
         return max(0.0, wait or 0.0)
 
-    def forwarder(self) -> Forwarder | None:
-        """Where MLflow's OTLP settings send our spans besides (or instead of) the
-        tracking store; read again when the app changed them."""
-        settings = otlp_environment()
-        if self._forwarder is _UNSET or settings != self._otlp_settings:
-            if self._forwarder not in (_UNSET, None):
-                self._forwarder.shutdown()
-            self._otlp_settings = settings
-            self._forwarder = None
-            if not settings:
-                return None
-            try:
-                self._forwarder = Forwarder.from_environment()
-            except Exception as exc:
-                self._notify(
-                    "warning",
-                    f"cannot send spans to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ({type(exc).__name__}: "
-                    f"{reporting.first_line(exc)}); fix the OTLP settings (endpoint, "
-                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL); spans go to MLflow only",
-                )
-        return self._forwarder
-
-    def _forward(self, forwarder, batch) -> list:
-        """Send the chunks not sent yet to the OTLP endpoint; the wires and spans of the batch."""
-        wires, spans = [], []
-        for chunk in batch:
-            chunk_wires = chunk.wires()
-            chunk_spans = [wire_to_otel_span(wire) for wire in chunk_wires]
-            if forwarder is not None and not chunk.forwarded:
-                chunk.forwarded = True
-                problem = forwarder.send(chunk_spans)
-                if problem is not None:
-                    self._notify(
-                        "warning",
-                        f"{len(chunk_spans)} spans not sent to the OTLP endpoint ({problem}); "
-                        "check OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and the collector",
-                    )
-            wires.extend(chunk_wires)
-            spans.extend(chunk_spans)
-        return wires, spans
-
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
-        forwarder = self.forwarder()
+        forwarder = self.otlp.forwarder()
         if forwarder is not None and not forwarder.dual:  # MLflow's settings: OTLP only
-            self._forward(forwarder, batch)
+            self.otlp.forward(forwarder, batch)
             self.pending -= count
             self.exported += count
+            self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
             return True
         try:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
-            wires, otel_spans = self._forward(forwarder, batch)
+            wires, otel_spans = self.otlp.forward(forwarder, batch)
             from mlflow.entities import Span
 
-            self._client(uri).log_spans(experiment_id, [Span(span) for span in otel_spans])
+            self.writing = (uri, time.monotonic())
+            try:
+                self._client(uri).log_spans(experiment_id, [Span(span) for span in otel_spans])
+            finally:
+                self.writing = None
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
@@ -307,14 +321,17 @@ class Writer:
                 return True
             return False
         self._ok(uri)
+        # before the batch counts as written (flush): run links, trace metadata the app set
+        self._finish_traces(destination, experiment_id, wires)
         self.pending -= count
         self.exported += count
-        self._finish_traces(destination, experiment_id, wires)
+        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
         return True
 
     def _done_with(self, batch, count, reason) -> None:
         self.pending -= count
         self._drop(count, reason)
+        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
 
     def _finish_traces(self, destination, experiment_id, wires) -> None:
         """Give finished roots what ``log_spans`` cannot write: a run's traces MLflow's
@@ -374,6 +391,14 @@ class Writer:
             state = self._stores.get(chunk.destination.tracking_uri)
             reason = state.reason if state is not None and state.reason else timeout_reason
             self._done_with([chunk], chunk.count, reason)
+
+    def stuck_reason(self) -> str:
+        """Why a deadline passed while this writer was busy: '' or ' (a write to ...)'."""
+        writing = self.writing
+        if writing is None:
+            return ""
+        uri, since = writing
+        return f" (a write to {uris.display(uri)} had not returned after {time.monotonic() - since:.0f} s)"
 
     def _drop_destination_uri(self, uri, reason) -> None:
         keep = collections.deque()

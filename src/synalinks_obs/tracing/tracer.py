@@ -7,7 +7,9 @@ traces (``SYNALINKS_OBS_SAMPLE_RATE``, else MLflow's ``MLFLOW_TRACE_SAMPLING_RAT
 stamps a new trace with the tags and metadata of the context it starts in
 (``synalinks_obs.trace_context``, ``mlflow.tracing.context``), joins a user's MLflow trace
 when a call runs inside one, shows our calls to MLflow when MLflow asks
-(``tracing.mlflow_view``), and hands finished records to the exporter.
+(``tracing.mlflow_view``), and hands finished records to the exporter. A training
+run's observer (``RUNTIME.run_observers``, see ``training.feedback``) hears when a trace
+of its run starts (the root call's arguments) and ends (its outputs, error and cost).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Tracer:
         """
         symbolic = bool(args) and is_symbolic_call(args)
         if destination is None:
-            destination = context.DESTINATION_OVERRIDE.get() or context.run_destination_fallback()
+            destination = context.run_destination()
             if destination is None or (destination.run_id is not None and symbolic):
                 destination = self.destination
         origin = destination
@@ -92,6 +94,10 @@ class Tracer:
         )
         if sampled:
             RUNTIME.live_traces[trace.otel_trace_id] = (trace, self)  # see mlflow_view.register
+            if destination.run_id is not None and not symbolic:
+                observer = RUNTIME.run_observers.get(destination.run_id)
+                if observer is not None:
+                    observer.trace_started(trace, args)
         return trace
 
     def expose(self, record) -> dict:
@@ -138,7 +144,13 @@ class Tracer:
             except Exception as exc:
                 reporting.internal_error("ending MLflow's view of a call", exc)
         if record.parent_span_id is None:  # the trace's root
-            self._root_ended(record.trace)
+            trace = record.trace
+            run_id = trace.destination.run_id
+            if run_id is not None:
+                observer = RUNTIME.run_observers.get(run_id)
+                if observer is not None:
+                    observer.trace_ended(trace, outputs, error, record.cost)
+            self._root_ended(trace)
         self.exporter.submit(record)
 
     def _root_ended(self, trace: TraceRecord) -> None:

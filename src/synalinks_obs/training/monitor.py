@@ -18,14 +18,21 @@ opens one MLflow run per ``fit()`` and logs:
   ``model/state_tree.json`` (the program's variables, restorable with ``restore_state``)
   and ``model/model_info.json`` (name, description, number of trainable variables...);
 - **tags**: yours, plus ``synalinks.program``, ``synalinks.run_type`` and the usual
-  ``mlflow.source.*`` / ``mlflow.user``.
+  ``mlflow.source.*`` / ``mlflow.user``;
+- and, through ``training.session``: each example's reward (and compiled metrics) as
+  MLflow feedback on its trace, ``y`` as an expectation; the datasets as the run's
+  inputs; the state and a readable diff of each epoch that changed it under
+  ``model/epochs/<n>/`` and the best epoch tagged; the learned prompts in the Prompt
+  Registry; the program as an MLflow pyfunc model under ``model/``; a cost budget.
 
 Params, tags and artifacts are masked like spans (``training.privacy``): secret keys,
 credential patterns, the user's redact function; the few-shot examples of the state tree
 can be left out (``log_training_examples=False``).
 
-The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted. A
-standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
+The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted, once
+the traces of its calls are written (``training.run_end``: a run whose traces cannot be
+written in time is ended when they are, at exit at the latest). A standalone
+``program.evaluate(callbacks=[monitor])`` gets a run of its own.
 
 While a run is active, the traces of module calls made during ``fit()`` go to the run's
 experiment and carry MLflow's source-run metadata (``mlflow.search_traces(run_id=...)``
@@ -58,7 +65,7 @@ from synalinks_obs.store import health
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.tracing import context
 from synalinks_obs.tracing.records import Destination
-from synalinks_obs.training import autolog, privacy
+from synalinks_obs.training import autolog, budget, privacy, run_end
 from synalinks_obs.training.plot import render_png, render_svg, render_text
 from synalinks_obs.training.program import (
     describe_program,
@@ -68,6 +75,7 @@ from synalinks_obs.training.program import (
     program_params,
     synalinks_version,
 )
+from synalinks_obs.training.session import RunSession
 from synalinks_obs.training.state import model_info, program_state
 
 __all__ = ["Monitor"]
@@ -112,12 +120,26 @@ class Monitor(Callback):
         log_epoch_metrics (bool): log metrics per epoch, ``step=epoch`` (default True).
         log_program_plot (bool): log the program plot under ``program_plots/`` at the start
             of training (default True).
-        log_program_model (bool): log ``model/state_tree.json`` and
-            ``model/model_info.json`` at the end of training (default True).
+        log_program_model (bool): log the program as an MLflow pyfunc model under
+            ``model/`` (with ``state_tree.json`` and ``model_info.json``) at the end of
+            training, and each epoch's changed state under ``model/epochs/<n>/``
+            (default True).
         tags (dict): extra run tags (default ``{}``).
         log_training_examples (bool): keep the few-shot examples (taken from the training
             data, masked) in ``model/state_tree.json`` (default: the
             ``log_training_examples`` setting, true).
+        registered_model_name (str): also register the logged model under this name in
+            the Model Registry (default: not registered).
+        register_prompts (bool): register each trainable module's learned prompt in the
+            Prompt Registry, a new version when it changes (default True).
+        log_inputs (bool): log the training, validation and evaluation data as the run's
+            dataset inputs (default True).
+        dataset_preview_rows (int): rows of each dataset stored as a preview under
+            ``datasets/`` (default 20; None: every row).
+        log_feedback (bool): log each example's reward and per-example metrics as MLflow
+            feedback on its trace, ``y`` as an expectation (default True; needs tracing).
+        max_cost_usd (float): stop training once the run's LM cost passes this many US
+            dollars (default None: no budget).
     """
 
     # Our batch handlers are thread-safe: Synalinks may dispatch them on its executor.
@@ -134,6 +156,12 @@ class Monitor(Callback):
         log_program_model=True,
         tags=None,
         log_training_examples=None,
+        registered_model_name=None,
+        register_prompts=True,
+        log_inputs=True,
+        dataset_preview_rows=20,
+        log_feedback=True,
+        max_cost_usd=None,
     ):
         super().__init__()
         self.experiment_name = experiment_name
@@ -145,6 +173,14 @@ class Monitor(Callback):
         self.log_program_model = bool(log_program_model)
         self.tags = dict(tags or {})
         self.log_training_examples = None if log_training_examples is None else bool(log_training_examples)
+        self.registered_model_name = registered_model_name or None
+        self.register_prompts = bool(register_prompts)
+        self.log_inputs = bool(log_inputs)
+        self.dataset_preview_rows = None if dataset_preview_rows is None else max(0, int(dataset_preview_rows))
+        self.log_feedback = bool(log_feedback)
+        self.max_cost_usd = budget.validated(max_cost_usd)
+        self._session: RunSession | None = None
+        self._call_arguments = None  # fit()/evaluate()'s arguments (set by the wrapper)
         self.autolog = False  # True for the Monitor autolog adds
         self.run_id = None  # id of the last run this Monitor opened
         self._run: _Run | None = None
@@ -171,17 +207,27 @@ class Monitor(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_t0 = time.perf_counter()
         self._epoch_usage = self._guard("usage", lm_usage, self.program)
+        if self._session is not None:
+            self._session.epoch_begins(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         run = self._run
-        if run is None or not self.log_epoch_metrics:
+        if run is None:
             return
-        metrics = _numeric(logs)
-        if self._epoch_t0 is not None:
-            metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
-        metrics.update(self._usage_delta("epoch", self._epoch_usage))
         run.last_step = epoch
-        self._store("metrics", self._log_metrics, metrics, epoch)
+        if self.log_epoch_metrics:
+            metrics = _numeric(logs)
+            if self._epoch_t0 is not None:
+                metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
+            metrics.update(self._usage_delta("epoch", self._epoch_usage))
+            self._store("metrics", self._log_metrics, metrics, epoch)
+        if self._session is not None:
+            self._session.epoch_ends(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        session = self._session
+        if session is not None:
+            self._guard("the cost budget", session.batch_begins)
 
     def on_train_batch_end(self, batch, logs=None):
         self._log_batch("train", logs)
@@ -197,12 +243,17 @@ class Monitor(Callback):
             self._store("metrics", self._log_metrics, metrics, run.last_step)
         if self.log_program_model:
             self._guard("program model", self._log_program_model)
+            if self._session is not None:
+                self._guard("the MLflow model", self._session.log_model)
         self._end_run("FINISHED")
 
     # -- evaluate() -------------------------------------------------------------------
     def on_test_begin(self, logs=None):
         if self._in_training:
-            return  # validation inside fit(): its metrics come with the epoch's, as val_*
+            # Validation inside fit(): its metrics come with the epoch's, as val_*.
+            if self._session is not None:
+                self._session.validation_begins()
+            return
         self._end_open_run("FAILED")
         self._steps = {"train": 0, "val": 0, "test": 0}
         if self._start_run("evaluate"):
@@ -213,6 +264,8 @@ class Monitor(Callback):
 
     def on_test_end(self, logs=None):
         run = self._run
+        if self._in_training and self._session is not None:
+            self._session.validation_ends()
         if self._in_training or run is None:
             return
         metrics = _numeric(logs)
@@ -227,15 +280,20 @@ class Monitor(Callback):
         run = self._run
         if run is None:
             return
-        message = reporting.first_line(error)
-        self._store(
-            "tags",
-            run.client.set_tag,
-            run.run_id,
-            "synalinks.error",
-            privacy.text(run.policy, f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__),
-        )
-        self._end_run("FAILED")
+        try:
+            message = reporting.first_line(error)
+            self._store(
+                "tags",
+                run.client.set_tag,
+                run.run_id,
+                "synalinks.error",
+                privacy.text(
+                    run.policy,
+                    f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__,
+                ),
+            )
+        finally:  # the tag may fail; the run still ends FAILED
+            self._end_run("FAILED")
 
     # -- the run ----------------------------------------------------------------------
     def _start_run(self, kind: str) -> bool:
@@ -251,7 +309,9 @@ class Monitor(Callback):
             )
             return False
         self.run_id = self._run.run_id
+        self._session = RunSession(self, self._run)
         self._activate_traces(self._run)
+        self._session.start()
         return True
 
     def _create_run(self, kind: str) -> _Run:
@@ -298,7 +358,8 @@ class Monitor(Callback):
         return tracer.destination.tracking_uri  # the store tracing writes to
 
     def _activate_traces(self, run: _Run) -> None:
-        """Send the traces of calls made from now on to the run (this task, then any thread)."""
+        """Send the traces of calls made from now on to the run: this task's, and those of
+        the tasks, threads and thread-pool work it starts (``tracing.threads``)."""
         run.destination = Destination(
             run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id,
             trace_kind="training" if run.kind == "train" else "evaluation",
@@ -319,26 +380,35 @@ class Monitor(Callback):
         run.token = None
 
     def _end_run(self, status: str) -> None:
+        """Mark the run ``status`` once its traces are written (``training.run_end``);
+        whatever fails on the way, the run is ended (now or when they are written)."""
         run, self._run = self._run, None
+        session, self._session = self._session, None
         if run is None:
             return
-        self._deactivate_traces(run)
-        self._flush_traces()
-        self._store("the end", run.client.set_terminated, run.run_id, status, run=run)
+        written = None  # None: failed and reported; False: not written in time
+        try:
+            try:
+                self._deactivate_traces(run)
+            except Exception as exc:
+                reporting.internal_error("ending a training run's trace routing", exc)
+            written = run_end.flush_traces(run)
+            if session is not None:  # its feedback needs the traces written
+                try:
+                    session.close(finished=status == "FINISHED" and bool(written))
+                except Exception as exc:
+                    reporting.internal_error("ending a training run's feedback", exc)
+                for key, value in session.finish_tags().items():
+                    self._store("tags", run.client.set_tag, run.run_id, key, value, run=run)
+        finally:
+            if written:
+                run_end.terminate(run, status, self._warn)
+            else:
+                run_end.end_when_written(self, run, status, warned=written is None)
 
     def _end_open_run(self, status: str) -> None:
         if self._run is not None:
             self._end_run(status)
-
-    @staticmethod
-    def _flush_traces() -> None:
-        """Write the run's traces before the run is reported finished (bounded)."""
-        tracer = RUNTIME.tracer
-        if tracer is not None:
-            try:
-                tracer.exporter.flush(min(tracer.settings.flush_timeout, 5.0))
-            except Exception:
-                pass
 
     # -- what is logged ---------------------------------------------------------------
     def _log_params(self) -> None:
