@@ -5,7 +5,8 @@ built on ``opentelemetry-proto``); with MLflow's dual-export switch
 ``MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT=true`` the same spans (ids, parents, ``synalinks.*``
 attributes) arrive there and in the MLflow store; without it, only there (as MLflow does
 for its own traces). An MLflow span opened inside a module call arrives there too, under
-our span. Over OTLP/HTTP and, when grpcio is installed, OTLP/gRPC.
+our span. Over OTLP/HTTP and, when grpcio is installed, OTLP/gRPC. A collector that
+refuses the spans is one warning line, and MLflow still gets them.
 """
 
 from __future__ import annotations
@@ -138,3 +139,29 @@ def test_otlp_only_when_mlflow_says_so(receiver, synalinks, lm, sqlite_uri, requ
     except LookupError:  # no experiment: nothing was written to MLflow
         traces = []
     assert traces == []
+
+
+def test_a_collector_that_refuses_is_one_line_and_mlflow_still_gets_the_spans(
+    receiver, synalinks, lm, sqlite_uri, request, monkeypatch, caplog
+):
+    import logging
+
+    if receiver.protocol == "grpc":
+        pytest.skip("the receiver injects errors on OTLP/HTTP only")
+    monkeypatch.setenv("MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
+    receiver.inject_errors(1000, status=400)  # not retried by the OTLP exporter
+    experiment = f"exp_{request.node.name}"[:200]
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        _run(synalinks, lm, sqlite_uri, experiment)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name.startswith("synalinks_obs") and "not sent to the OTLP endpoint" in r.getMessage()]
+    assert lines, [r.getMessage() for r in caplog.records]
+    assert all("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in line for line in lines)
+    (trace,) = load_traces(sqlite_uri, experiment)
+    assert {s.name for s in trace.data.spans} >= {"Functional:qa", "Step:step", "Generator:gen"}
+    assert not _ours_or_none(receiver.spans)
+
+
+def _ours_or_none(received):
+    return [s for s in received if "synalinks.call_id" in s.attributes]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from traces import load_traces
+from traces import load_traces, render
 
 SESSION = "mlflow.trace.session"
 USER = "mlflow.trace.user"
@@ -31,6 +31,8 @@ def synalinks():
 def tracing(sqlite_uri, request, monkeypatch):
     """``start(**options)`` enables tracing into a fresh sqlite store (the app's MLflow
     tracking URI too); ``read()`` returns the landed traces (none: [])."""
+    import mlflow
+
     import synalinks_obs
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
@@ -38,6 +40,9 @@ def tracing(sqlite_uri, request, monkeypatch):
 
     class Tracing:
         def start(self, **options):
+            # MLflow's tracer, set up by an earlier test of this worker, would keep that
+            # test's store and sampling ratio: set up again from this test's environment.
+            mlflow.tracing.reset()
             synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name=experiment, **options)
 
         def read(self):
@@ -124,12 +129,13 @@ def test_trace_context_with_decorator_and_gather(tracing, synalinks, lm):
     assert "team" not in infos["outside"].tags
 
 
-def test_trace_context_sync_and_mlflow_session_search(tracing, synalinks, lm, sqlite_uri):
+def test_trace_context_sync_and_mlflow_session_search(tracing, synalinks, lm, sqlite_uri, request):
     import mlflow
 
     import synalinks_obs
 
     tracing.start()
+    mlflow.set_experiment(f"exp_{request.node.name}"[:200])  # where MLflow's own trace goes
     Question, build = _program(synalinks, lm)
 
     async def main(question):
@@ -240,8 +246,8 @@ def test_our_rate_wins_and_the_two_never_multiply(tracing, synalinks, lm, monkey
     assert len(traces) == 4
     for trace in traces:  # MLflow's ratio 0.0 did not drop the spans inside our kept traces
         (inner,) = [s for s in trace.data.spans if s.name == "WithUserSpan:inner"]
-        (user,) = [s for s in trace.data.spans if s.name == "user-span"]
-        assert user.parent_id == inner.span_id
+        users = [s for s in trace.data.spans if s.name == "user-span"]
+        assert len(users) == 1 and users[0].parent_id == inner.span_id, render(trace)
     err = capfd.readouterr().err
     assert err.count("not at MLFLOW_TRACE_SAMPLING_RATIO=0") == 1, err
 

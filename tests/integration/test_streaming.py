@@ -27,8 +27,11 @@ def synalinks():
 
 @pytest.fixture
 def traced(sqlite_uri, request, monkeypatch, fake_llm):
+    import mlflow
+
     import synalinks_obs
 
+    mlflow.tracing.reset()  # MLflow's tracer of an earlier test would keep that test's store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
     experiment = f"exp_{request.node.name}"[:200]
     synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name=experiment)

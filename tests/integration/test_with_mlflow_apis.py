@@ -6,7 +6,8 @@ the traces back through MLflow's client:
 
 - MLflow's autologgers (``mlflow.litellm.autolog()``, ``mlflow.openai.autolog()``,
   ``mlflow.autolog()``): their span is a child of our ``LanguageModel`` span, same trace,
-  no warning, no extra trace, the trace's token/cost roll-up counted once;
+  no warning, no extra trace, the trace's token/cost roll-up counted once (also in a real
+  process under ``SYNALINKS_OBSERVABILITY=1``, the issue's report);
 - MLflow's current-trace APIs inside a module's ``call`` (``get_current_active_span``,
   ``update_current_trace`` with tags, metadata, session and user, ``get_active_trace_id``,
   attributes set on the span) and ``mlflow.log_feedback`` on the trace after the call.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import pytest
 from traces import load_traces, render
@@ -41,6 +44,7 @@ def traced(sqlite_uri, request, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
     experiment = f"exp_{request.node.name}"[:200]
+    mlflow.tracing.reset()  # MLflow's tracer of an earlier test would keep that test's store
     synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name=experiment)
     mlflow.set_experiment(experiment)
 
@@ -282,3 +286,48 @@ def test_no_current_span_outside_calls_and_user_spans_still_nest(traced, synalin
     (inner,) = [s for s in trace.data.spans if s.name == "Inner:inner"]
     (user,) = [s for s in trace.data.spans if s.name == "user-step"]
     assert user.parent_id == inner.span_id, render(trace)
+
+
+STARTUP_APP = '''
+import asyncio, sys
+import mlflow
+mlflow.litellm.autolog()
+import synalinks
+
+class Question(synalinks.DataModel):
+    question: str
+
+class Answer(synalinks.DataModel):
+    answer: str
+
+async def main():
+    lm = synalinks.LanguageModel(model="openai/gpt-4o-mini", api_base=sys.argv[1], api_key="sk-test")
+    inputs = synalinks.Input(data_model=Question)
+    outputs = await synalinks.Generator(data_model=Answer, language_model=lm, name="gen")(inputs)
+    program = synalinks.Program(inputs=inputs, outputs=outputs, name="qa")
+    await program(Question(question="What is 2 + 2?"))
+    await asyncio.sleep(3.0)  # a service's loop keeps running: LiteLLM reports its span
+
+asyncio.run(main())
+'''
+
+
+def test_litellm_autolog_under_startup_activation_in_a_real_process(tmp_path, fake_llm):
+    """The issue's report, as a new user runs it: SYNALINKS_OBSERVABILITY=1 and
+    mlflow.litellm.autolog() in an unmodified script; no MLflow warning, one trace."""
+    from traced_app import base_env
+
+    script = tmp_path / "app.py"
+    script.write_text(STARTUP_APP)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = base_env({
+        "SYNALINKS_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_EXPERIMENT_NAME": "startup",
+    })
+    done = subprocess.run([sys.executable, str(script), fake_llm.base_url], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Failed to start span" not in done.stderr and "set_span_type" not in done.stderr, done.stderr
+    assert "WARNING mlflow" not in done.stderr, done.stderr
+    traces = [t for t in load_traces(uri, "startup") if t.info.tags.get("synalinks.program") == "qa"]
+    _check_nested(traces, "litellm-")

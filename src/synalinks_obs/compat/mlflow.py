@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 from synalinks_obs.compat import note_fallback
 
@@ -93,13 +94,28 @@ def flush_mlflow_span_processors(timeout_seconds: float) -> None:
     flush_all_batch_processors(timeout_millis=timeout_seconds * 1000)
 
 
-def flush_mlflow_async_logging() -> None:
-    """Wait until MLflow's asynchronous trace logging queue is written (public API)."""
-    import mlflow
+def wait_for_mlflow_async_logging(timeout_seconds: float) -> None:
+    """Wait (at most ``timeout_seconds``) until MLflow's asynchronous trace-logging queue
+    has written what it holds, without stopping it: MLflow's own
+    ``flush_trace_async_logging`` stops the queue meanwhile, and a span another thread
+    hands it then is dropped."""
+    try:
+        from mlflow.tracing.provider import _get_trace_exporter
 
-    flush = getattr(mlflow, "flush_trace_async_logging", None)
-    if flush is not None:
-        flush(terminate=False)
+        exporter = _get_trace_exporter()
+    except Exception as exc:
+        note_fallback(
+            "mlflow.tracing.provider._get_trace_exporter",
+            "MLflow's spans inside module calls may be written after the trace's root "
+            "(the trace's token and cost totals then leave them out)", exc,
+        )
+        return
+    pending = getattr(getattr(exporter, "_async_queue", None), "_queue", None)
+    if pending is None:  # MLflow writes synchronously: nothing is queued
+        return
+    deadline = time.monotonic() + timeout_seconds
+    while pending.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def isolated_id_generator_class():

@@ -52,7 +52,9 @@ def flush(timeout: float | None = None) -> bool:
         mlflow_view.release_ended()
     if "mlflow" in sys.modules:
         try:
-            mlflow_compat.flush_mlflow_span_processors(10.0 if timeout is None else timeout)
+            budget = 10.0 if timeout is None else timeout
+            mlflow_compat.flush_mlflow_span_processors(budget)
+            mlflow_compat.wait_for_mlflow_async_logging(budget)  # and what its exporter queued
         except Exception as exc:  # MLflow's spans still go out on its own schedule
             reporting.internal_error("flushing MLflow's span processors", exc)
     if done:

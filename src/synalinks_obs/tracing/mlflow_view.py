@@ -35,7 +35,7 @@ from synalinks_obs import reporting
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.runtime import RUNTIME
 
-RELEASE_AFTER = 2.0  # seconds a registered trace stays in MLflow's registry after its root
+RELEASE_AFTER = 1.0  # seconds a registered trace stays in MLflow's registry after its root
 _REQUEST_ID = "mlflow.traceRequestId"  # MLflow's span attribute naming the trace
 _SPAN_TYPE = "mlflow.spanType"
 _OURS = ("synalinks.",)  # attributes the app cannot override on our spans
@@ -120,8 +120,9 @@ def write_theirs_first(trace) -> None:
     if info is None or not info.get("theirs"):
         return
     try:
-        mlflow_compat.flush_mlflow_span_processors(trace.tracer.settings.flush_timeout)
-        mlflow_compat.flush_mlflow_async_logging()
+        timeout = trace.tracer.settings.flush_timeout
+        mlflow_compat.flush_mlflow_span_processors(timeout)
+        mlflow_compat.wait_for_mlflow_async_logging(timeout)
     except Exception as exc:  # MLflow's own writing failed: it said why; ours goes on
         reporting.internal_error("writing MLflow's spans of a trace before its root", exc)
 
@@ -136,8 +137,12 @@ def release(trace, now: bool = False) -> None:
         manager = tracer.trace_manager()
         spans = mlflow_compat.trace_spans(manager, trace.trace_id)
         theirs = [span for span in spans if not getattr(span, "_synalinks_obs_shadow", False)]
-        if not now and any(span.end_time_ns is None for span in spans):
-            # a span still running (an autologger's, a stream being read): later
+        if not now and (
+            any(span.end_time_ns is None for span in spans)
+            or time.monotonic() - trace.last_asked < RELEASE_AFTER
+        ):
+            # a span still running (an autologger's, a stream being read), or an MLflow
+            # API asked a moment ago (LiteLLM's callback found the call, its span comes next)
             tracer.exporter.call_later(RELEASE_AFTER, lambda: release(trace))
             return
     if theirs:
@@ -165,6 +170,7 @@ def expose(record) -> dict:
     """The attributes of MLflow's live span for one of our calls (registering its trace
     and making the span when needed): what MLflow's current-span APIs read."""
     trace = record.trace
+    trace.last_asked = time.monotonic()  # not released while the asker may still use it
     fallback = {_REQUEST_ID: json.dumps(trace.trace_id)}  # MLflow then finds no span
     try:
         with RUNTIME.view_lock:

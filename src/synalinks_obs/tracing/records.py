@@ -57,7 +57,7 @@ class TraceRecord:
 
     __slots__ = (
         "otel_trace_id", "trace_id", "destination", "origin", "kind", "sampled", "registered",
-        "foreign", "tracer", "secrets", "stamps", "mlflow_info", "ended",
+        "foreign", "tracer", "secrets", "stamps", "mlflow_info", "ended", "last_asked",
     )
 
     def __init__(
@@ -87,6 +87,7 @@ class TraceRecord:
         # metadata, assessments...), read when its root ends (``tracing.mlflow_view``).
         self.mlflow_info = None
         self.ended = False  # its root call has returned
+        self.last_asked = 0.0  # monotonic time an MLflow API last asked about it (mlflow_view)
 
 
 class CallRecord:
