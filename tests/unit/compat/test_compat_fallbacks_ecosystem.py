@@ -190,3 +190,18 @@ def test_stream_chunks_missing_means_no_usage(sqlite_uri, monkeypatch, caplog, l
     assert "mlflow.chat.tokenUsage" not in span.attributes
     assert len(_warnings(caplog, name)) == 1
     assert _noted(name)
+
+
+def test_mlflow_trace_exporter_lookup_missing(monkeypatch, caplog):
+    import mlflow.tracing.fluent  # noqa: F401  (MLflow's own import of it done)
+    import mlflow.tracing.provider as provider
+
+    from synalinks_obs.compat import mlflow as mlflow_compat
+
+    monkeypatch.delattr(provider, "_get_trace_exporter")
+    name = "mlflow.tracing.provider._get_trace_exporter"
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        mlflow_compat.wait_for_mlflow_async_logging(1.0)  # returns at once, says so once
+        mlflow_compat.wait_for_mlflow_async_logging(1.0)
+    assert len(_warnings(caplog, name)) == 1
+    assert _noted(name)
