@@ -175,7 +175,11 @@ class Writer:
                 self._notify("experiment", key, found)
             self._client(tracking_uri)
         except Exception as exc:
-            self._failed(tracking_uri, exc)
+            refused = rejection(tracking_uri, exc) if uris.is_http(tracking_uri) else None
+            if refused is not None:  # a refused password: said once, not retried for a while
+                self._rejected(tracking_uri, refused, [], 0)
+            else:
+                self._failed(tracking_uri, exc)
         finally:
             self.warmed = True
 

@@ -50,61 +50,27 @@ case) and training goes on.
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
-import tempfile
 import threading
 import time
-from urllib.parse import urlparse
 
 from synalinks_obs import reporting, uris
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
-from synalinks_obs.store import health
-from synalinks_obs.store.experiments import resolve_experiment
-from synalinks_obs.tracing import context
-from synalinks_obs.tracing.records import Destination
-from synalinks_obs.training import autolog, budget, privacy, run_end
-from synalinks_obs.training.plot import render_png, render_svg, render_text
+from synalinks_obs.training import artifacts, autolog, budget, mlflow_run, privacy, run_end
+from synalinks_obs.training.mlflow_run import TrainingRun, why
 from synalinks_obs.training.program import (
-    describe_program,
     lm_usage,
-    program_description,
-    program_name,
     program_params,
-    synalinks_version,
 )
 from synalinks_obs.training.session import RunSession
-from synalinks_obs.training.state import model_info, program_state
 
 __all__ = ["Monitor"]
 
-PLOTS_DIR = "program_plots"
 _MAX_PARAM_CHARS = 6000
 _LOCK = threading.Lock()  # step counters (batch callbacks may run on executor threads)
 _log = reporting.logger(__name__)
 Callback = synalinks_compat.callback_class()
-
-
-class _Run:
-    """The MLflow run a Monitor is logging to (one fit() or one evaluate())."""
-
-    def __init__(self, client, run, tracking_uri, experiment_name, kind):
-        self.client = client
-        self.run_id = run.info.run_id
-        self.experiment_id = run.info.experiment_id
-        self.artifact_uri = run.info.artifact_uri
-        self.tracking_uri = tracking_uri
-        self.experiment_name = experiment_name
-        self.kind = kind
-        self.destination = None
-        self.token = None
-        self.t0 = time.perf_counter()
-        self.artifacts_failed = False
-        self.broken = False  # the store failed a call: nothing more is sent for this run
-        self.last_step = 0
-        self.policy = privacy.current_policy()  # how params, tags and artifacts are masked
 
 
 class Monitor(Callback):
@@ -183,7 +149,7 @@ class Monitor(Callback):
         self._call_arguments = None  # fit()/evaluate()'s arguments (set by the wrapper)
         self.autolog = False  # True for the Monitor autolog adds
         self.run_id = None  # id of the last run this Monitor opened
-        self._run: _Run | None = None
+        self._run: TrainingRun | None = None
         self._in_training = False
         self._steps = {"train": 0, "val": 0, "test": 0}
         self._epoch_t0 = None
@@ -305,79 +271,25 @@ class Monitor(Callback):
             self._warn(
                 "start",
                 f"synalinks-obs: cannot start the MLflow run for {kind} "
-                f"({_why(self._tracking_uri(), exc)}); training goes on unlogged",
+                f"({why(self._tracking_uri(), exc)}); training goes on unlogged",
             )
             return False
         self.run_id = self._run.run_id
         self._session = RunSession(self, self._run)
-        self._activate_traces(self._run)
+        mlflow_run.route_traces(self._run)
         self._session.start()
         return True
 
-    def _create_run(self, kind: str) -> _Run:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-        from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        program = self.program
-        name = program_name(program)
-        tracking_uri = self._tracking_uri()
-        if uris.is_http(tracking_uri):
-            health.probe(tracking_uri)  # fail fast: MLflow's own client retries for minutes
-        experiment_name = self.experiment_name or name
-        experiment_id = resolve_experiment(tracking_uri, experiment_name)
-        run_name = self.run_name or f"{name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tags = {
-            "synalinks.program": name,
-            "synalinks.program_class": type(program).__name__ if program is not None else "",
-            "synalinks.run_type": kind,
-            "synalinks_obs.autolog": str(self.autolog).lower(),
-        }
-        version = synalinks_version()
-        if version:
-            tags["synalinks.version"] = version
-        description = program_description(program)
-        if description:
-            tags["synalinks.program_description"] = description[:5000]
-        tags.update({str(k): str(v) for k, v in self.tags.items()})
-        tags = privacy.params(privacy.current_policy(), tags)
-        active = mlflow.active_run()
-        if active is not None and active.info.experiment_id == experiment_id and (
-            uris.same_store(mlflow.get_tracking_uri(), tracking_uri)
-        ):
-            tags.setdefault(MLFLOW_PARENT_RUN_ID, active.info.run_id)
-        client = MlflowClient(tracking_uri)
-        run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags))
-        return _Run(client, run, tracking_uri, experiment_name, kind)
+    def _create_run(self, kind: str) -> TrainingRun:
+        return mlflow_run.create_run(
+            self.program, kind, self._tracking_uri(), self.experiment_name, self.run_name, self.tags, self.autolog
+        )
 
     def _tracking_uri(self) -> str:
         tracer = RUNTIME.tracer
         if self.tracking_uri or tracer is None:
             return uris.resolve(self.tracking_uri).uri
         return tracer.destination.tracking_uri  # the store tracing writes to
-
-    def _activate_traces(self, run: _Run) -> None:
-        """Send the traces of calls made from now on to the run: this task's, and those of
-        the tasks, threads and thread-pool work it starts (``tracing.threads``)."""
-        run.destination = Destination(
-            run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id,
-            trace_kind="training" if run.kind == "train" else "evaluation",
-        )
-        run.token = context.DESTINATION_OVERRIDE.set(run.destination)
-        context.push_run_destination(run.destination)
-
-    def _deactivate_traces(self, run: _Run) -> None:
-        if run.destination is None:
-            return
-        context.pop_run_destination(run.destination)
-        if run.token is not None:
-            try:
-                context.DESTINATION_OVERRIDE.reset(run.token)
-            except ValueError:  # ended from another context than the one it started in
-                if context.DESTINATION_OVERRIDE.get() == run.destination:
-                    context.DESTINATION_OVERRIDE.set(None)
-        run.token = None
 
     def _end_run(self, status: str) -> None:
         """Mark the run ``status`` once its traces are written (``training.run_end``);
@@ -389,13 +301,13 @@ class Monitor(Callback):
         written = None  # None: failed and reported; False: not written in time
         try:
             try:
-                self._deactivate_traces(run)
+                mlflow_run.unroute_traces(run)
             except Exception as exc:
                 reporting.internal_error("ending a training run's trace routing", exc)
             written = run_end.flush_traces(run)
             if session is not None:  # its feedback needs the traces written
                 try:
-                    session.close(finished=status == "FINISHED" and bool(written))
+                    session.close(finished=status == "FINISHED" and bool(written), traces_failed=written is None)
                 except Exception as exc:
                     reporting.internal_error("ending a training run's feedback", exc)
                 for key, value in session.finish_tags().items():
@@ -453,45 +365,18 @@ class Monitor(Callback):
         }
 
     def _log_program_plot(self) -> None:
-        program = self.program
-        if program is None:
-            return
-        name = _file_name(program_name(program))
-        description = self._run.policy.value(describe_program(program))
-        with tempfile.TemporaryDirectory(prefix="synalinks-obs-plot-") as folder:
-            _write(os.path.join(folder, f"{name}.txt"), render_text(description))
-            _write(os.path.join(folder, f"{name}.svg"), render_svg(description))
-            self._guard("png plot", render_png, program, folder, f"{name}.png")
-            self._upload(folder, PLOTS_DIR)
+        if self.program is not None:
+            artifacts.log_program_plot(self._run, self.program, self._guard, self._upload)
 
     def _log_program_model(self) -> None:
-        program = self.program
-        if program is None:
-            return
-        keep = self.log_training_examples
-        if keep is None:
-            keep = privacy.current_settings().log_training_examples
-        state = privacy.state_tree(self._run.policy, program_state(program), keep)
-        info = self._run.policy.value(model_info(program, self._run.run_id if self._run else None))
-        with tempfile.TemporaryDirectory(prefix="synalinks-obs-model-") as folder:
-            _write(os.path.join(folder, "state_tree.json"), _dumps(state))
-            _write(os.path.join(folder, "model_info.json"), _dumps(info))
-            self._upload(folder, "model")
+        if self.program is not None:
+            artifacts.log_program_model(self._run, self.program, self.log_training_examples, self._upload)
 
     def _upload(self, folder: str, artifact_path: str) -> bool:
-        run = self._run
-        if run is None or run.artifacts_failed:
-            return False
-        try:
-            run.client.log_artifacts(run.run_id, folder, artifact_path)
-            return True
-        except Exception as exc:
-            run.artifacts_failed = True  # one warning per run; later uploads are skipped
-            self._warn("artifacts", _artifact_failure_message(run, exc), once=False)
-            return False
+        return artifacts.upload(self._run, folder, artifact_path, self._warn)
 
     # -- never break training ---------------------------------------------------------
-    def _store(self, what: str, function, *args, run: "_Run | None" = None):
+    def _store(self, what: str, function, *args, run: "TrainingRun | None" = None):
         """A call to the tracking store for the run. MLflow's client already retried: a
         failure means the store is gone, so the rest of the run is not sent."""
         run = run or self._run
@@ -504,7 +389,7 @@ class Monitor(Callback):
             self._warn(
                 "store",
                 f"synalinks-obs: the tracking store at {uris.display(run.tracking_uri)} failed while "
-                f"logging {what} of run {run.run_id} ({_why(run.tracking_uri, exc)}); the rest "
+                f"logging {what} of run {run.run_id} ({why(run.tracking_uri, exc)}); the rest "
                 "of this run is not logged, training goes on",
             )
             return None
@@ -527,36 +412,6 @@ class Monitor(Callback):
         _log.warning(message)
 
 
-def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
-    error = f"{type(exc).__name__}: {reporting.first_line(exc)}"
-    remote = urlparse(run.tracking_uri or "").scheme in ("http", "https")
-    artifact_scheme = urlparse(run.artifact_uri or "").scheme
-    if remote and artifact_scheme in ("", "file"):
-        return (
-            f"synalinks-obs: cannot upload the artifacts of run {run.run_id} ({error}). "
-            f"The MLflow server at {uris.display(run.tracking_uri)} gave this run the artifact location "
-            f"{run.artifact_uri!r}, a path on the server's disk, because it does not proxy "
-            "artifacts: restart it with `--serve-artifacts --default-artifact-root "
-            "mlflow-artifacts:/ --artifacts-destination DIR`. Training goes on; this run "
-            "gets no artifacts."
-        )
-    return (
-        f"synalinks-obs: cannot upload the artifacts of run {run.run_id} to "
-        f"{run.artifact_uri} ({error}); training goes on, this run gets no artifacts"
-    )
-
-
-def _why(tracking_uri, exc: BaseException) -> str:
-    """Why a store call failed, in words: a refusal (401/403) or a probe's own line says
-    what to fix; anything else is the error's first line."""
-    known = exc if isinstance(exc, health.StoreUnavailable) else None
-    if known is None and uris.is_http(tracking_uri):
-        known = health.rejection(tracking_uri, exc)
-    if known is not None:
-        return str(known)
-    return f"{type(exc).__name__}: {reporting.first_line(exc)}"
-
-
 def _numeric(logs) -> dict:
     out = {}
     for key, value in (logs or {}).items():
@@ -567,20 +422,6 @@ def _numeric(logs) -> dict:
         except (TypeError, ValueError):
             continue
     return out
-
-
-def _dumps(value) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def _file_name(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return safe or "program"
 
 
 def _ensure_fit_wrapper() -> None:
