@@ -34,6 +34,7 @@ DB_UTILS_MODULE = "mlflow.store.db.utils"
 FLUENT_MODULE = "mlflow.tracing.fluent"
 TRACE_CONTEXT_MODULE = "mlflow.tracing.context"
 OTLP_MODULE = "mlflow.tracing.utils.otlp"
+TRACE_MANAGER_MODULE = "mlflow.tracing.trace_manager"
 # MLflow's standard trace metadata keys for a conversation and its user (what the UI's
 # session view groups by), as mlflow.tracing.constant.TraceMetadataKey names them.
 TRACE_SESSION_KEY = "mlflow.trace.session"
@@ -191,8 +192,57 @@ def detached_otel_span(name: str, otel_trace_id: int, span_id: int, parent_span_
 def trace_spans(manager, trace_id: str) -> list:
     """The ``LiveSpan``s MLflow's trace manager holds for a trace (empty if none)."""
     with manager.get_trace(trace_id) as held:
-        spans = getattr(held, "span_dict", None) if held is not None else None
-        return list(spans.values()) if spans else []
+        return held_spans(held)
+
+
+def otel_span_of(live_span):
+    """The OpenTelemetry span inside MLflow's ``LiveSpan`` (``LiveSpan._span``), or None."""
+    otel_span = getattr(live_span, "_span", None)
+    if otel_span is None:
+        note_fallback(
+            "mlflow.entities.LiveSpan._span",
+            "mlflow.get_current_active_span() and update_current_trace() see no span inside module calls",
+        )
+    return otel_span
+
+
+def held_spans(held) -> list:
+    """The ``LiveSpan``s of a trace MLflow's trace manager holds (``_Trace.span_dict``)."""
+    spans = getattr(held, "span_dict", None) if held is not None else None
+    if spans is None and held is not None:
+        note_fallback(
+            "mlflow.tracing.trace_manager._Trace.span_dict",
+            "spans MLflow records inside module calls may be counted twice in a trace's roll-up",
+        )
+    return list(spans.values()) if spans else []
+
+
+def register_live_span(manager, trace_id: str, live_span) -> bool:
+    """Put one of our ``LiveSpan``s into MLflow's trace manager unless it is there
+    (``get_span_from_id``/``register_span``); False when the manager has neither."""
+    find = getattr(manager, "get_span_from_id", None)
+    register = getattr(manager, "register_span", None)
+    if find is None or register is None:
+        note_fallback(
+            f"{TRACE_MANAGER_MODULE}.InMemoryTraceManager.register_span",
+            "MLflow's current-span APIs and autologgers do not see module calls as parents",
+        )
+        return False
+    if find(trace_id, live_span.span_id) is None:
+        register(live_span)
+    return True
+
+
+def drop_trace(manager, otel_trace_id: int) -> None:
+    """Take a trace out of MLflow's trace manager (``pop_trace``; best effort)."""
+    pop = getattr(manager, "pop_trace", None)
+    if pop is None:
+        note_fallback(
+            f"{TRACE_MANAGER_MODULE}.InMemoryTraceManager.pop_trace",
+            "traces of module calls stay in MLflow's in-memory registry until it evicts them",
+        )
+        return
+    pop(otel_trace_id)
 
 
 def forget_span(manager, trace_id: str, span_id: str) -> None:

@@ -105,7 +105,7 @@ def finish_trace(trace) -> None:
                     # written before our root, so the trace's roll-up counts them
                     "theirs": any(
                         not getattr(span, "_synalinks_obs_shadow", False)
-                        for span in held.span_dict.values()
+                        for span in mlflow_compat.held_spans(held)
                     ),
                 }
     finally:
@@ -148,7 +148,7 @@ def release(trace, now: bool = False) -> None:
     if theirs:
         mlflow_compat.flush_mlflow_span_processors(tracer.settings.flush_timeout)
     with RUNTIME.view_lock:
-        manager.pop_trace(trace.otel_trace_id)
+        mlflow_compat.drop_trace(manager, trace.otel_trace_id)
         trace.registered = False
         RUNTIME.registered_traces.discard(trace)
 
@@ -190,9 +190,10 @@ def expose(record) -> dict:
                 shadow = record.shadow = _shadow(record, trace_id)
                 if shadow is None:
                     return fallback
-            if manager.get_span_from_id(trace_id, shadow.span_id) is None:
-                manager.register_span(shadow)
-            return shadow._span.attributes
+            otel_span = mlflow_compat.otel_span_of(shadow)
+            if otel_span is None or not mlflow_compat.register_live_span(manager, trace_id, shadow):
+                return fallback
+            return otel_span.attributes
     except Exception as exc:
         reporting.internal_error("showing a module call to MLflow", exc)
         return fallback
@@ -219,8 +220,8 @@ def finish_call(record) -> None:
     """The call has returned: its shadow span ends too (and leaves a user's MLflow trace,
     which MLflow writes itself: our span is written by us)."""
     shadow = record.shadow
-    otel_span = shadow._span
-    if otel_span.end_time is None:
+    otel_span = mlflow_compat.otel_span_of(shadow)
+    if otel_span is not None and otel_span.end_time is None:
         otel_span.end(end_time=record.end_ns)
     if record.trace.foreign:
         tracer = record.trace.tracer
@@ -234,7 +235,8 @@ def user_attributes(record) -> dict:
     if shadow is None:
         return {}
     found = {}
-    for key, value in dict(shadow._span.attributes or {}).items():
+    otel_span = mlflow_compat.otel_span_of(shadow)
+    for key, value in dict(getattr(otel_span, "attributes", None) or {}).items():
         if key == _REQUEST_ID or key.startswith(_OURS):
             continue
         if key == _SPAN_TYPE and value == json.dumps(record.span_type):

@@ -205,3 +205,57 @@ def test_mlflow_trace_exporter_lookup_missing(monkeypatch, caplog):
         mlflow_compat.wait_for_mlflow_async_logging(1.0)
     assert len(_warnings(caplog, name)) == 1
     assert _noted(name)
+
+
+class _NoPrivates:
+    """An MLflow object of a release without the private names we use."""
+
+
+def test_live_span_without_its_otel_span(caplog):
+    from synalinks_obs.compat import mlflow as mlflow_compat
+
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        assert mlflow_compat.otel_span_of(_NoPrivates()) is None
+    name = "mlflow.entities.LiveSpan._span"
+    assert len(_warnings(caplog, name)) == 1 and _noted(name)
+
+
+def test_held_trace_without_its_span_dict(caplog):
+    from synalinks_obs.compat import mlflow as mlflow_compat
+
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        assert mlflow_compat.held_spans(_NoPrivates()) == []
+    name = "mlflow.tracing.trace_manager._Trace.span_dict"
+    assert len(_warnings(caplog, name)) == 1 and _noted(name)
+
+
+def test_trace_manager_without_register_span_or_pop_trace(caplog):
+    from synalinks_obs.compat import mlflow as mlflow_compat
+
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        assert mlflow_compat.register_live_span(_NoPrivates(), "tr-1", _NoPrivates()) is False
+        mlflow_compat.drop_trace(_NoPrivates(), 1)  # nothing to drop, no error
+    for name in ("mlflow.tracing.trace_manager.InMemoryTraceManager.register_span",
+                 "mlflow.tracing.trace_manager.InMemoryTraceManager.pop_trace"):
+        assert len(_warnings(caplog, name)) == 1 and _noted(name)
+
+
+def test_current_span_api_without_register_span_keeps_the_app_traced(sqlite_uri, monkeypatch, caplog):
+    """MLflow's trace manager of a release without ``register_span``: the module call runs
+    and is traced; MLflow's current-span API sees no span (nothing wrong is shown)."""
+    from synalinks_obs.compat import mlflow as mlflow_compat
+
+    manager_class = mlflow_compat.trace_manager_class()
+    monkeypatch.delattr(manager_class, "register_span")
+    Q, Echo = _echo_class()
+    Echo.seen.clear()
+
+    async def body():
+        return await Echo(name="echo")(Q(question="q"))
+
+    name = "mlflow.tracing.trace_manager.InMemoryTraceManager.register_span"
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        result, traces = _traced(sqlite_uri, "no_register_span", body)
+    assert result.get("question") == "q" and len(traces) == 1
+    assert Echo.seen[0][0] is None
+    assert len(_warnings(caplog, name)) == 1 and _noted(name)
