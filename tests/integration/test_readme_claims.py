@@ -166,7 +166,7 @@ def test_the_hook_monitors_defaults(obs, sl, tmp_path, monkeypatch):
     asyncio.run(monitored(sl.Question(question="tracing on")))
     assert obs.flush(FLUSH)
     questions = {
-        (uri, experiment): [t.data.spans[0].inputs["data"][0]["question"] for t in real(load_traces(uri, experiment))]
+        (uri, experiment): [t.data.spans[0].inputs["question"] for t in real(load_traces(uri, experiment))]
         for uri, experiment in ((env_uri, "from_env"), (tracing_uri, "global"))
     }
     assert questions == {(env_uri, "from_env"): ["tracing off"], (tracing_uri, "global"): ["tracing on"]}

@@ -34,7 +34,8 @@ from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
-from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
+from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of
+from synalinks_obs.store.otlp import OtlpRoute
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
@@ -74,7 +75,7 @@ class _StoreState:
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts", "tag", "claim", "group")
+    __slots__ = ("destination", "count", "payload", "attempts", "tag", "forwarded", "claim", "group")
 
     def __init__(self, destination, count, payload, tag=None, claim=None):
         self.destination = destination
@@ -82,6 +83,7 @@ class _Chunk:
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
         self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
+        self.forwarded = False  # sent to the OTLP endpoint (store.otlp), once
         self.claim = claim  # the spool file it came from (store.spool.Claim), if any
         self.group = None  # [parts left, tag] when the batch was split (``Writer._split``)
 
@@ -120,6 +122,7 @@ class Writer:
         self._experiment_ids: dict = {}
         self._clients: dict = {}
         self._notify = notify or (lambda *message: None)
+        self.otlp = OtlpRoute(self._notify)  # MLflow's OTLP settings (store.otlp)
         # Tags of the batches done with since the caller last took them (written, or
         # dropped and counted): the exporter process reports them, so the app knows
         # which batches it no longer needs to keep for a resend.
@@ -361,22 +364,31 @@ class Writer:
             group[0] += 1
             head.group = rest.group = group
         rest.attempts = head.attempts = chunk.attempts
+        rest.forwarded = head.forwarded = chunk.forwarded  # (OTLP: sent once, as a whole)
         self._chunks.appendleft(rest)
         return head
 
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
+        forwarder = self.otlp.forwarder()
+        if forwarder is not None and not forwarder.dual:  # MLflow's settings: OTLP only
+            self.otlp.forward(forwarder, batch)
+            self.pending -= count
+            self.exported += count
+            self._settle(batch)
+            return True
         try:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
-            wires = [wire for chunk in batch for wire in chunk.wires()]
             client = self._client(uri)  # (opening the store is not the write's pace)
             started = time.monotonic()
-            spans = [wire_to_span(wire) for wire in wires]
+            wires, otel_spans = self.otlp.forward(forwarder, batch)
+            from mlflow.entities import Span
+
             self.writing = (uri, time.monotonic())
             try:
-                client.log_spans(experiment_id, spans)
+                client.log_spans(experiment_id, [Span(span) for span in otel_spans])
             finally:
                 self.writing = None
             state = self._state(uri)
@@ -397,8 +409,8 @@ class Writer:
                 return True
             return False
         self._ok(uri)
-        if destination.run_id is not None:  # before the batch counts as written (flush)
-            self._link_to_run(destination, experiment_id, wires)
+        # before the batch counts as written (flush): run links, trace metadata the app set
+        self._finish_traces(destination, experiment_id, wires)
         self.pending -= count
         self.exported += count
         self._settle(batch)
@@ -427,25 +439,29 @@ class Writer:
             if tag is not None:
                 self.finished_tags.append(tag)
 
-    def _link_to_run(self, destination, experiment_id, wires) -> None:
-        """Give each finished root of a run's traces MLflow's source-run metadata.
+    def _finish_traces(self, destination, experiment_id, wires) -> None:
+        """Give finished roots what ``log_spans`` cannot write: a run's traces MLflow's
+        source-run metadata (see ``synalinks_obs.training``), and the metadata, client
+        request id, previews, state or assessments the app set on a trace.
 
-        ``log_spans`` cannot write trace metadata, so the finished trace info (same times,
-        state and name as ``log_spans`` derived from the spans) is sent again with
-        ``mlflow.sourceRun`` through the store's ``start_trace``, which merges it into the
-        existing trace (see ``synalinks_obs.training``).
+        The finished trace info (same times, state and name as ``log_spans`` derived from
+        the spans) is sent again through the store's ``start_trace``, which merges it
+        into the existing trace.
         """
-        client = self._client(destination.tracking_uri)
+        run_id = destination.run_id
+        client = None
         for wire in wires:
-            if wire.parent_span_id is not None or wire.foreign:
+            if not wire.trace_root or (run_id is None and not needs_trace_info(wire)):
                 continue
+            client = client or self._client(destination.tracking_uri)
             try:
-                client.start_trace(root_trace_info_of(wire, experiment_id, destination.run_id))
+                client.start_trace(root_trace_info_of(wire, experiment_id, run_id))
             except Exception as exc:
+                what = f"link traces to run {run_id}" if run_id is not None else "write trace metadata"
                 self._notify(
                     "warning",
-                    f"cannot link traces to run {destination.run_id} "
-                    f"({type(exc).__name__}: {reporting.first_line(exc)}); the spans were written",
+                    f"cannot {what} ({type(exc).__name__}: {reporting.first_line(exc)}); "
+                    "the spans were written",
                 )
                 return
 

@@ -17,7 +17,7 @@ from synalinks_obs.training import privacy
 from synalinks_obs.training.mlflow_run import TrainingRun, artifact_failure_message
 from synalinks_obs.training.plot import render_png, render_svg, render_text
 from synalinks_obs.training.program import describe_program, program_name
-from synalinks_obs.training.state import model_info, program_state
+from synalinks_obs.training.state import model_info
 
 PLOTS_DIR = "program_plots"
 
@@ -35,9 +35,7 @@ def log_program_plot(run: TrainingRun, program, guard, send) -> None:
 
 def log_program_model(run: TrainingRun, program, keep, send) -> None:
     """``model/state_tree.json`` (masked; few-shot examples kept or not) and ``model_info.json``."""
-    if keep is None:
-        keep = privacy.current_settings().log_training_examples
-    state = privacy.state_tree(run.policy, program_state(program), keep)
+    state = privacy.stored_state(run.policy, program, keep)
     info = run.policy.value(model_info(program, run.run_id if run else None))
     with tempfile.TemporaryDirectory(prefix="synalinks-obs-model-") as folder:
         _write(os.path.join(folder, "state_tree.json"), _dumps(state))

@@ -2,7 +2,7 @@
 
 ``save_program_model(program, path)`` writes an MLflow model directory with
 ``mlflow.pyfunc.save_model``: the program saved by Synalinks (``Program.save``: its
-architecture, with the learned state of ``state.program_state`` as its variables) as the
+architecture, with the run's stored state, masked, as its variables) as the
 ``program`` artifact, ``ProgramModel`` as the python model (models from code:
 ``model_code.py``, nothing pickled), and a signature made from the
 program's input and output JSON schemas (one column per top-level field). The Monitor
@@ -29,8 +29,6 @@ import threading
 import warnings
 
 import mlflow.pyfunc
-
-from synalinks_obs.training.state import program_state
 
 PROGRAM_ARTIFACT = "program"
 _JSON_TO_MLFLOW = {"string": "string", "integer": "long", "number": "double", "boolean": "boolean"}
@@ -124,15 +122,16 @@ def _no_progress_bar():
             os.environ[name] = before
 
 
-def save_program_model(program, path: str, work_dir: str) -> None:
-    """Write the MLflow model of ``program`` to ``path`` (which must not exist yet)."""
+def save_program_model(program, path: str, work_dir: str, state: dict) -> None:
+    """Write the MLflow model of ``program`` to ``path`` (which must not exist yet), with
+    ``state`` (the run's stored state: masked, see ``training.privacy``) as its variables."""
     import synalinks
 
     program_file = os.path.join(work_dir, "program.json")
     program.save(program_file)
     with open(program_file, encoding="utf-8") as handle:
         saved = json.load(handle)
-    saved["variables"] = program_state(program)  # the state a run stores, nothing more
+    saved["variables"] = state  # the state a run stores, nothing more
     with open(program_file, "w", encoding="utf-8") as handle:
         json.dump(saved, handle, ensure_ascii=False)
     version = getattr(synalinks, "__version__", None)

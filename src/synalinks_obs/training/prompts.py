@@ -64,8 +64,12 @@ def _latest(client, name):
 class PromptRegistrar:
     """Registers a run's learned prompts (see the module docstring)."""
 
-    def __init__(self, client, program, run_id: str, experiment_id: str, tracking_uri: str):
+    def __init__(self, client, program, run_id: str, experiment_id: str, tracking_uri: str, mask=None, set_tag=None):
         self.client = client
+        # sets a tag of the run (the Monitor's guarded store call: a failing store is one
+        # warning for the whole run), else the client's own set_tag
+        self.set_tag = set_tag or (lambda key, value: client.set_tag(run_id, key, value))
+        self.mask = mask  # masks a prompt's text before it is stored (training.privacy)
         self.program = program
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -90,6 +94,8 @@ class PromptRegistrar:
         if prompts is None:
             prompts = trainable_prompts(self.program)
         for name, (text, schema) in prompts.items():
+            if self.mask is not None:
+                text = self.mask(text)
             if name not in self._texts:
                 self._texts[name], latest = _latest(self.client, name)
                 if latest is not None and self._texts[name] == text:
@@ -116,7 +122,7 @@ class PromptRegistrar:
             registered.append(version)
         listed = ",".join(f"{v.name}/{v.version}" for v in self.versions.values())
         if listed and listed != self._listed:
-            self.client.set_tag(self.run_id, PROMPTS_TAG, listed[:5000])
+            self.set_tag(PROMPTS_TAG, listed[:5000])
             self._listed = listed
         return registered
 

@@ -17,14 +17,14 @@ import tempfile
 
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
-from synalinks_obs.training import datasets
+from synalinks_obs.training import datasets, privacy
 from synalinks_obs.training.assessments import AssessmentWriter
 from synalinks_obs.training.budget import Budget
 from synalinks_obs.training.epochs import EpochLog
 from synalinks_obs.training.feedback import RunObserver
 from synalinks_obs.training.program import lm_usage, program_name
 from synalinks_obs.training.prompts import PromptRegistrar
-from synalinks_obs.training.state import EPOCHS_PATH, program_state
+from synalinks_obs.training.state import EPOCHS_PATH
 
 DATASETS_DIR = "datasets"
 MODEL_DIR = "model"
@@ -84,10 +84,12 @@ class RunSession:
         if monitor.log_inputs:
             monitor._guard("datasets", self._log_datasets)
         if training and monitor.log_program_model:
-            self.epochs = monitor._guard("epoch states", lambda: EpochLog(program_state(self.program)))
-        if training and monitor.register_prompts:
+            self.epochs = monitor._guard("epoch states", lambda: EpochLog(self._state()))
+        if training and monitor.register_prompts and privacy.keep_examples(monitor.log_training_examples):
             self.prompts = PromptRegistrar(
-                run.client, self.program, run.run_id, run.experiment_id, run.tracking_uri
+                run.client, self.program, run.run_id, run.experiment_id, run.tracking_uri,
+                mask=lambda text: privacy.prompt_masker(run.policy, self.program)(text),
+                set_tag=lambda key, value: monitor._store("tags", run.client.set_tag, run.run_id, key, value, run=run),
             )
             monitor._guard("prompts", self.prompts.register, "initial")
 
@@ -108,6 +110,10 @@ class RunSession:
                 _write_json(os.path.join(folder, f"{item.context}.json"), item.preview)
             self.monitor._upload(folder, DATASETS_DIR)
 
+    def _state(self) -> dict:
+        """The program's state as the run stores it (masked; examples kept or not)."""
+        return privacy.stored_state(self.run.policy, self.program, self.monitor.log_training_examples)
+
     # -- during training ---------------------------------------------------------------
     def epoch_begins(self, epoch: int) -> None:
         if self.observer is not None:
@@ -117,7 +123,7 @@ class RunSession:
         if self.observer is not None:
             self.observer.phase = "validation"
         if self.epochs is not None:
-            self.monitor._guard("epoch states", lambda: self.epochs.validation_begins(program_state(self.program)))
+            self.monitor._guard("epoch states", lambda: self.epochs.validation_begins(self._state()))
         if self.prompts is not None:
             self.monitor._guard("prompts", self.prompts.validation_begins)
 
@@ -144,7 +150,7 @@ class RunSession:
             monitor._guard("prompts", self.prompts.register, epoch, scores)
 
     def _log_epoch(self, epoch: int, logs) -> None:
-        files, improved = self.epochs.epoch_ends(epoch, logs, lambda: program_state(self.program))
+        files, improved = self.epochs.epoch_ends(epoch, logs, lambda: self._state())
         if files is not None:
             with tempfile.TemporaryDirectory(prefix="synalinks-obs-epoch-") as folder:
                 _write_json(os.path.join(folder, "state_tree.json"), files.state)
@@ -168,7 +174,7 @@ class RunSession:
 
         with tempfile.TemporaryDirectory(prefix="synalinks-obs-pyfunc-") as folder:
             path = os.path.join(folder, MODEL_DIR)
-            save_program_model(self.program, path, folder)
+            save_program_model(self.program, path, folder, self._state())
             if not self.monitor._upload(path, MODEL_DIR):
                 return
         name = self.monitor.registered_model_name
@@ -189,13 +195,18 @@ class RunSession:
     def finish_tags(self) -> dict:
         return self.budget.tags() if self.budget is not None else {}
 
-    def close(self, finished: bool = True) -> None:
+    def close(self, finished: bool = True, traces_failed: bool = False) -> None:
         """The run ends: forget its observer, write the feedback left (the Monitor has
-        flushed the traces); briefly when the fit failed or was interrupted."""
+        flushed the traces); briefly when the fit failed or was interrupted, and at once
+        and without a second warning when the traces could not be written (said already:
+        feedback needs its trace in the store)."""
         if self.observer is not None:
             RUNTIME.run_observers.pop(self.run.run_id, None)
         if self.writer is not None:
-            self.writer.close(FEEDBACK_DRAIN_TIMEOUT if finished else FAILED_DRAIN_TIMEOUT)
+            if traces_failed:
+                self.writer.close(0.0, quiet=True)
+            else:
+                self.writer.close(FEEDBACK_DRAIN_TIMEOUT if finished else FAILED_DRAIN_TIMEOUT)
 
 
 def _ignore(*_args) -> None:

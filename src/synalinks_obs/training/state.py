@@ -38,17 +38,12 @@ def program_state(program) -> dict:
 
 
 def stored_data(value):
-    """Training data as a run stores it: values under secret-looking keys masked, as in
-    the spans (the settings of tracing when it is on, else the environment's)."""
-    from synalinks_obs.export.payloads import redact
-    from synalinks_obs.runtime import RUNTIME
+    """Training data as a run stores it (dataset previews, expectations): masked like the
+    spans, by the same policy (keys, value patterns, the user's function; the settings
+    of tracing when it is on, else the environment's)."""
+    from synalinks_obs.training import privacy
 
-    settings = RUNTIME.tracer.settings if RUNTIME.tracer is not None else RUNTIME.settings
-    if settings is None:
-        from synalinks_obs.settings import load_settings
-
-        settings = load_settings()
-    return redact(value, settings.redact_key_fragments)
+    return privacy.current_policy().value(value)
 
 
 def model_info(program, run_id=None) -> dict:
