@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         description="Write spans to MLflow from a separate process (another core); "
         "false: from a thread of the app's process.",
     )
+    spool_dir: str | None = Field(
+        default=None,
+        description="A directory where spans not written at exit are kept, and written by "
+        "the next process that traces into the same store (or `python -m synalinks_obs "
+        "flush-spool`); unset: they are counted and dropped.",
+    )
     log_level: str = Field(default="WARNING", description="Level of the 'synalinks_obs' logger.")
     strict: bool = Field(
         default=False,
@@ -141,6 +147,21 @@ class Settings(BaseSettings):
         if " " in value.strip():
             raise ValueError("a URI cannot contain spaces")
         return value
+
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _usable_spool_dir(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        path = os.path.abspath(os.path.expanduser(str(value).strip()))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError("it is a file, not a directory: give a directory path (created if missing)")
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{parent} is not writable by this user: give a directory you can write")
+        return path
 
     @field_validator("redact_keys", mode="before")
     @classmethod

@@ -397,6 +397,7 @@ class Exporter:
             left, why = 0, ""
             if thread.is_alive():  # still writing: what it holds is lost
                 why = self.sinks.stuck_reason()
+                self.sinks.keep_records(self._queue, f"exit flush timed out after {budget:g} s")
                 left += len(self._queue) + self._busy + self.sinks.abandon_local()
                 self._queue.clear()
             if not why:
@@ -452,14 +453,28 @@ class Exporter:
             self._drop(left, f"exit flush timed out after {budget:g} s")
 
     def report(self) -> None:
-        """Print the one line saying how many spans were not written and why."""
-        reasons = self.drop_reasons()
+        """Print the one line saying how many spans were not written, why, and where
+        they were kept (the spool) or could have been."""
+        dropped = self.drop_reasons()
+        spooled = self.sinks.spool_reasons()
+        reasons = dropped + spooled
         total = sum(reasons.values())
         if total:
             detail = "; ".join(f"{n} {why}" for why, n in reasons.most_common())
-            reporting.say(f"synalinks-obs: {total} span(s) were not written to MLflow ({detail})")
+            line = f"synalinks-obs: {total} span(s) were not written to MLflow ({detail})"
+            kept = sum(spooled.values())
+            if kept:
+                line += (
+                    f"; {kept} kept in {self.settings.spool_dir}: written by the next process "
+                    "that traces into the same store, or now with `python -m synalinks_obs "
+                    "flush-spool`"
+                )
+            if sum(dropped.values()) and not self.settings.spool_dir:
+                line += "; set SYNALINKS_OBS_SPOOL_DIR to keep such spans for the next run"
+            reporting.say(line)
             self._drop_reasons.clear()
             self.sinks.lost.clear()
+            self.sinks.gone_spooled.clear()
 
     # -- fork (see export.service) ------------------------------------------------------
     def before_fork(self, timeout: float) -> bool:

@@ -9,9 +9,10 @@ reaches MLflow's own client in the app; an OTLP endpoint set or changed is where
 batches go, ``store.otlp``), and, at exit, ``("close", seconds)`` (how long the last writes may take);
 EOF on the process's stdin means "finish and exit". The process answers on the file
 descriptor given as its first argument with ``("hello", pid)`` once MLflow is imported,
-``("done", exported, {reason: dropped}, held, [batch_id, ...])`` after every write
-(``held``: spans waiting for a store that is failing; the ids: batches now written or
-dropped and counted, which the app no longer keeps for a resend), ``("experiment", key,
+``("done", exported, {reason: dropped}, held, [batch_id, ...], {reason: spooled})``
+after every write (``held``: spans waiting for a store that is failing; the ids: batches
+now written, dropped and counted, or spooled, which the app no longer keeps for a resend;
+``spooled``: kept in the spool directory at exit), ``("experiment", key,
 experiment_id)`` when it resolved one, ``("problem", text)`` when the store starts
 failing, ``("rejected", text)`` when it refuses the credentials, ``("warning", text)``,
 and ``("bye", ...)`` (as "done") as its last word.

@@ -15,7 +15,9 @@ down, failing or slow:
   asked again for ``REJECTED_RETRY_AFTER`` seconds: its spans are dropped at once with
   the reason (one line naming the variables to fix), never retried in a loop;
 - at the end (``drain``) what cannot be written before the deadline is dropped with the
-  reason, and a store already known to be down is not waited for.
+  reason, and a store already known to be down is not waited for; with a spool
+  (``store.spool``, ``SYNALINKS_OBS_SPOOL_DIR``) it is kept there instead, and the spool
+  of a store is taken over after the first successful write to it.
 
 It runs in the exporter process (``store.worker``), or in the app's exporter thread
 when that process cannot be used.
@@ -37,6 +39,7 @@ from synalinks_obs.store.otlp import OtlpRoute
 from synalinks_obs.store.schema_lock import guard_schema_setup
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
+DRAIN_MARGIN = 1.5  # at exit, a batch is started only if 1.5x its expected time is left
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
 REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
@@ -60,7 +63,7 @@ def _quiet_schema_setup():
 
 
 class _StoreState:
-    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until")
+    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until", "span_seconds")
 
     def __init__(self):
         self.healthy = False  # a probe (http) or a write succeeded since the last failure
@@ -68,18 +71,34 @@ class _StoreState:
         self.next_try = 0.0
         self.reason = ""
         self.rejected_until = 0.0  # refused our credentials: spans are dropped until then
+        self.span_seconds = 0.0  # recent seconds per span written (0: not known yet)
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts", "tag", "forwarded")
+    __slots__ = ("destination", "count", "payload", "attempts", "tag", "forwarded", "claim", "group")
 
-    def __init__(self, destination, count, payload, tag=None):
+    def __init__(self, destination, count, payload, tag=None, claim=None):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
         self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
         self.forwarded = False  # sent to the OTLP endpoint (store.otlp), once
+        self.claim = claim  # the spool file it came from (store.spool.Claim), if any
+        self.group = None  # [parts left, tag] when the batch was split (``Writer._split``)
+
+    def settled(self):
+        """Written, dropped or spooled again: its spool file may go once all its batches
+        are. Returns the sender's tag to report (once every part of its batch is done)."""
+        if self.claim is not None:
+            self.claim.batch_done()
+            self.claim = None
+        group, self.group = self.group, None
+        if group is not None:
+            group[0] -= 1
+            return group[1] if group[0] == 0 else None
+        tag, self.tag = self.tag, None
+        return tag
 
     def wires(self):
         payload = self.payload
@@ -89,8 +108,12 @@ class _Chunk:
 class Writer:
     """Writes span tuples to their destinations; see the module docstring."""
 
-    def __init__(self, max_spans: int, notify=None):
+    def __init__(self, max_spans: int, notify=None, spool=None):
         self.max_spans = max_spans
+        self.spool = spool  # store.spool.Spool, or None: what cannot be written is dropped
+        self.spooled: collections.Counter = collections.Counter()  # reason -> spans kept
+        self._adopted: set = set()  # stores whose spool files this writer took over
+        self.out_of_time = False  # the last pump left batches that would end past its deadline
         self._chunks: collections.deque[_Chunk] = collections.deque()
         self.pending = 0  # spans in the backlog
         self.exported = 0
@@ -180,8 +203,29 @@ class Writer:
                 self._rejected(tracking_uri, refused, [], 0)
             else:
                 self._failed(tracking_uri, exc)
+            return
         finally:
             self.warmed = True
+        self._adopt_spool(tracking_uri)
+
+    def _adopt_spool(self, uri) -> None:
+        """Take over the spool files of a store that just worked (once per store)."""
+        if self.spool is None or uri in self._adopted:
+            return
+        self._adopted.add(uri)
+        try:
+            batches = self.spool.claim(uri)
+        except Exception as exc:
+            self._notify("warning", f"cannot read the spool {self.spool.directory} ({exc!r})")
+            return
+        self.take_spooled(batches)
+
+    def take_spooled(self, batches) -> None:
+        """Add batches claimed from the spool (``Spool.claim``) to the backlog."""
+        for destination, count, payload, claim in batches:
+            self._adopted.add(destination.tracking_uri)
+            self._chunks.append(_Chunk(destination, count, payload, claim=claim))
+            self.pending += count
 
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
@@ -244,6 +288,8 @@ class Writer:
         state.next_try = 0.0
         state.reason = ""
         state.rejected_until = 0.0
+        if self.spool is not None and uri not in self._adopted:
+            self._adopt_spool(uri)
 
     def _client(self, tracking_uri):
         client = self._clients.get(tracking_uri)
@@ -254,13 +300,18 @@ class Writer:
             self._clients[tracking_uri] = client
         return client
 
-    def pump(self) -> float | None:
+    def pump(self, deadline: float | None = None, stop=None) -> float | None:
         """Write what can be written now. Returns None when the backlog is empty, else
-        the seconds until a store that failed may be tried again."""
+        the seconds until a store that failed may be tried again. With ``deadline`` (the
+        exit), a batch that would not be written before it, at the store's recent pace,
+        is not started (``out_of_time``); ``stop()`` true: return before the next batch."""
         now = time.monotonic()
         blocked: list[_Chunk] = []
         wait = None
+        self.out_of_time = False
         while self._chunks:
+            if stop is not None and stop():
+                break
             first = self._chunks.popleft()
             destination = first.destination
             state = self._state(destination.tracking_uri)
@@ -272,11 +323,21 @@ class Writer:
                 delay = state.next_try - now
                 wait = delay if wait is None else min(wait, delay)
                 continue
+            limit = BATCH_SPANS
+            pace = state.span_seconds * DRAIN_MARGIN
+            if deadline is not None and pace:
+                limit = min(limit, int((deadline - now) / pace))
+                if limit < 1:
+                    blocked.append(first)
+                    self.out_of_time = True
+                    continue
+                if first.count > limit:
+                    first = self._split(first, limit)
             batch = [first]
             count = first.count
-            while self._chunks and count < BATCH_SPANS:
+            while self._chunks and count < limit:
                 nxt = self._chunks[0]
-                if nxt.destination != destination:
+                if nxt.destination != destination or count + nxt.count > limit:
                     break
                 batch.append(self._chunks.popleft())
                 count += nxt.count
@@ -289,6 +350,24 @@ class Writer:
             return None
         return max(0.0, wait or 0.0)
 
+    def _split(self, chunk: _Chunk, count: int) -> _Chunk:
+        """The first ``count`` spans of a chunk; the rest goes back to the front."""
+        wires = chunk.wires()
+        head = _Chunk(chunk.destination, count, wires[:count], claim=chunk.claim)
+        rest = _Chunk(chunk.destination, len(wires) - count, wires[count:], claim=chunk.claim)
+        if chunk.claim is not None:
+            chunk.claim.open_batches += 1  # one batch of its file is now two
+        group = chunk.group
+        if group is None and chunk.tag is not None:
+            group = [1, chunk.tag]
+        if group is not None:  # the sender's batch is done when both parts are
+            group[0] += 1
+            head.group = rest.group = group
+        rest.attempts = head.attempts = chunk.attempts
+        rest.forwarded = head.forwarded = chunk.forwarded  # (OTLP: sent once, as a whole)
+        self._chunks.appendleft(rest)
+        return head
+
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
@@ -297,19 +376,24 @@ class Writer:
             self.otlp.forward(forwarder, batch)
             self.pending -= count
             self.exported += count
-            self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
+            self._settle(batch)
             return True
         try:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
+            client = self._client(uri)  # (opening the store is not the write's pace)
+            started = time.monotonic()
             wires, otel_spans = self.otlp.forward(forwarder, batch)
             from mlflow.entities import Span
 
             self.writing = (uri, time.monotonic())
             try:
-                self._client(uri).log_spans(experiment_id, [Span(span) for span in otel_spans])
+                client.log_spans(experiment_id, [Span(span) for span in otel_spans])
             finally:
                 self.writing = None
+            state = self._state(uri)
+            pace = (time.monotonic() - started) / max(1, count)
+            state.span_seconds = pace if not state.span_seconds else 0.5 * (state.span_seconds + pace)
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
@@ -329,13 +413,31 @@ class Writer:
         self._finish_traces(destination, experiment_id, wires)
         self.pending -= count
         self.exported += count
-        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
+        self._settle(batch)
         return True
 
-    def _done_with(self, batch, count, reason) -> None:
+    def _done_with(self, batch, count, reason, keep: bool = False) -> None:
+        """Give up on a batch: kept in the spool when ``keep`` and there is one, else
+        dropped (counted with ``reason``)."""
         self.pending -= count
-        self._drop(count, reason)
-        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
+        if keep and self.spool is not None and count:
+            try:
+                self.spool.keep(
+                    batch[0].destination.tracking_uri,
+                    [(chunk.destination, chunk.count, chunk.payload) for chunk in batch],
+                )
+                self.spooled[reason] += count
+            except Exception as exc:
+                self._drop(count, f"{reason}; cannot keep them in {self.spool.directory} ({exc!r})")
+        else:
+            self._drop(count, reason)
+        self._settle(batch)
+
+    def _settle(self, batch) -> None:
+        for chunk in batch:
+            tag = chunk.settled()
+            if tag is not None:
+                self.finished_tags.append(tag)
 
     def _finish_traces(self, destination, experiment_id, wires) -> None:
         """Give finished roots what ``log_spans`` cannot write: a run's traces MLflow's
@@ -367,34 +469,37 @@ class Writer:
         self, deadline: float, wait_for_down_stores: bool = False,
         timeout_reason: str = "exit flush timed out",
     ) -> None:
-        """Write the backlog until ``deadline``; drop (and count) what is left.
+        """Write the backlog until ``deadline``; spool or drop (and count) what is left.
 
         A store already known to be down gets one more probe, not the whole budget
         (unless ``wait_for_down_stores``)."""
         if not wait_for_down_stores:
             for uri, state in list(self._stores.items()):
                 if time.monotonic() < state.rejected_until:
-                    self._drop_destination_uri(uri, state.reason)
+                    self._drop_destination_uri(uri, state.reason, keep=True)
                 elif not state.healthy and state.failures and uris.is_http(uri):
                     try:
                         probe(uri, timeout=min(PROBE_TIMEOUT, max(0.1, deadline - time.monotonic())))
                         state.next_try = 0.0
                     except StoreUnavailable as exc:
                         state.reason = str(exc)
-                        self._drop_destination_uri(uri, state.reason)
+                        self._drop_destination_uri(uri, state.reason, keep=True)
         while self._chunks:
-            wait = self.pump()
-            if wait is None:
+            wait = self.pump(deadline)
+            if wait is None or self.out_of_time:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             time.sleep(min(wait, left))
+        left: dict = {}
         while self._chunks:
             chunk = self._chunks.popleft()
             state = self._stores.get(chunk.destination.tracking_uri)
             reason = state.reason if state is not None and state.reason else timeout_reason
-            self._done_with([chunk], chunk.count, reason)
+            left.setdefault((chunk.destination.tracking_uri, reason), []).append(chunk)
+        for (_, reason), chunks in left.items():
+            self._done_with(chunks, sum(chunk.count for chunk in chunks), reason, keep=True)
 
     def stuck_reason(self) -> str:
         """Why a deadline passed while this writer was busy: '' or ' (a write to ...)'."""
@@ -404,11 +509,14 @@ class Writer:
         uri, since = writing
         return f" (a write to {uris.display(uri)} had not returned after {time.monotonic() - since:.0f} s)"
 
-    def _drop_destination_uri(self, uri, reason) -> None:
-        keep = collections.deque()
+    def _drop_destination_uri(self, uri, reason, keep: bool = False) -> None:
+        kept = collections.deque()
+        mine = []
         for chunk in self._chunks:
             if chunk.destination.tracking_uri == uri:
-                self._done_with([chunk], chunk.count, reason)
+                mine.append(chunk)
             else:
-                keep.append(chunk)
-        self._chunks = keep
+                kept.append(chunk)
+        self._chunks = kept
+        if mine:
+            self._done_with(mine, sum(chunk.count for chunk in mine), reason, keep=keep)
