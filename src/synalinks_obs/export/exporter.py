@@ -38,6 +38,7 @@ from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import StoreUnavailable, probe, rejection
 
 BATCH_SIZE = 2_000  # queued records that wake the exporter thread before its interval
+SEND_SLICE = 200  # records serialised and handed to a sink at a time (its Writer merges them)
 RESOLVE_RETRY_AFTER = 30.0  # seconds before an experiment that failed to resolve is retried
 _log = reporting.logger(__name__)
 
@@ -99,7 +100,8 @@ class Exporter:
     # -- calling thread -------------------------------------------------------------------
     def submit(self, record) -> None:
         queue = self._queue
-        if len(queue) + self.sinks.backlog >= self.settings.max_queue_spans:
+        # queued + being serialised + held by the sinks: all of them count (``_busy``)
+        if len(queue) + self._busy + self.sinks.backlog >= self.settings.max_queue_spans:
             self._drop(1, self._full_reason)
             return
         queue.append(record)
@@ -296,13 +298,21 @@ class Exporter:
         settings = self.settings
         redactor = policy_for(settings)
         while queue:
-            groups: dict = {}
-            count = 0
-            self._busy = min(len(queue), BATCH_SIZE)  # before they leave the queue (flush)
+            # A slice of what is queued now, counted in ``_busy`` (by ``submit`` too) from
+            # before it leaves the queue until the sinks hold it: records the app adds
+            # meanwhile wait for the next slice, within ``max_queue_spans`` together; and
+            # one slice's JSON, pickle and frame exist at once, never a whole batch's.
+            self._busy = min(len(queue), SEND_SLICE)
+            taken = collections.deque()
             try:
-                while count < BATCH_SIZE:
-                    record = queue.popleft()
-                    count += 1
+                for _ in range(self._busy):
+                    taken.append(queue.popleft())
+            except IndexError:  # (taken at exit by ``Sinks.keep_records``)
+                pass
+            try:
+                groups: dict = {}
+                while taken:
+                    record = taken.popleft()
                     try:
                         wire = record_to_wire(record, settings, redactor)
                     except Exception as exc:
@@ -310,14 +320,13 @@ class Exporter:
                         reporting.internal_error("converting a span", exc)
                         continue
                     groups.setdefault(record.trace.destination, []).append(wire)
-            except IndexError:
-                pass
-            try:
+                record = wire = None
                 for destination, wires in groups.items():
                     sink = self.sinks.send(sink, destination, wires)
             finally:
+                groups = wires = None
+                self.sinks.update_backlog()  # before ``_busy`` stops counting them
                 self._busy = 0
-                self.sinks.update_backlog()
 
     def _run_soon(self) -> None:
         while self._soon:
