@@ -4,15 +4,16 @@ The calling thread only appends a finished ``CallRecord`` to a bounded queue
 (``submit``). One daemon thread per process wakes every ``export_interval`` seconds (or
 when a batch is full, a flush is asked for, or a fork is coming), turns the records into
 ``Wire`` tuples (``export.wire``: payloads serialised, redacted, truncated) and hands them
-to a sink (``export.sinks``: the exporter process, or a Writer in this thread).
+to a sink (``export.sinks``: the exporter process, or a Writer in this thread),
+``SEND_SLICE`` records at a time.
 
 The thread's life is one ``State``: ``IDLE`` (none yet, or it stepped aside for a fork:
 the next span or flush starts it again), ``RUNNING``, ``PARKING`` (a fork is coming: it
 finishes what it does and exits, so no lock of ours or MLflow's is copied mid-operation),
 ``STOPPING`` (exit: write what is queued, close the sinks) and ``STOPPED``.
 
-Guarantees: bounded memory (past ``max_queue_spans`` spans queued here or held for the
-store by the sinks, new spans are dropped and counted);
+Guarantees: bounded memory (past ``max_queue_spans`` spans queued here, being
+serialised, or held for the store by the sinks, new spans are dropped and counted);
 what is dropped is reported in one line at exit, never per span; at exit what is queued
 is written before threads are torn down, bounded by ``flush_timeout`` (a store known to
 be down is not waited for), and spans finished *later* (threads still running after
