@@ -3,8 +3,9 @@
 ``Writer`` owns everything that talks to the tracking store for spans: resolving
 (creating) experiments, building MLflow spans from ``Wire`` tuples
 (``store.mlflow_spans``), writing them with MLflow's store-level ``log_spans`` in batches
-(many traces per call), linking traces to training runs, and surviving a store that is
-down, failing or slow:
+(many traces per call; one per call for a local store of MLflow < 3.12, and a server
+older than MLflow 3.6 refused: ``store.trace_batches``), linking traces to training runs,
+and surviving a store that is down, failing or slow:
 
 - a backlog capped at ``max_spans`` (what does not fit is dropped and counted);
 - for servers a cheap ``GET /health`` probe (``store.health``, short timeout) before
@@ -34,6 +35,7 @@ from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
 from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
 from synalinks_obs.store.schema_lock import guard_schema_setup
+from synalinks_obs.store.trace_batches import accepts_mixed_traces, batches_for
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
@@ -95,6 +97,7 @@ class Writer:
         self._stores: dict = {}
         self._experiment_ids: dict = {}
         self._clients: dict = {}
+        self._mixed: dict = {}  # tracking URI -> whether its store takes many traces per call
         self._notify = notify or (lambda *message: None)
 
     @property
@@ -181,6 +184,7 @@ class Writer:
         state.healthy = False
         state.failures += 1
         state.next_try = time.monotonic() + min(MAX_BACKOFF, 0.5 * 2 ** (state.failures - 1))
+        self._mixed.pop(uri, None)  # asked again next time: the server may be replaced
         if isinstance(exc, StoreUnavailable):
             reason = str(exc)
         else:
@@ -273,7 +277,12 @@ class Writer:
             experiment_id = self.experiment_id(destination)
             wires = [wire for chunk in batch for wire in chunk.wires()]
             spans = [wire_to_span(wire) for wire in wires]
-            self._client(uri).log_spans(experiment_id, spans)
+            client = self._client(uri)
+            mixed = self._mixed.get(uri)
+            if mixed is None:
+                mixed = self._mixed[uri] = accepts_mixed_traces(uri, client)
+            for group in batches_for(spans, mixed):
+                client.log_spans(experiment_id, group)
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
