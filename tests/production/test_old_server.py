@@ -1,13 +1,17 @@
-"""The oldest MLflow server the README supports (3.4.0), written to by today's client.
+"""Older MLflow servers, written to by today's client: the oldest supported, and one older.
 
-Companies upgrade their tracking server later than their apps. This starts MLflow
-3.4.0's ``mlflow server`` from its own venv (tests/support/old_mlflow.py, built once and
-cached) and runs the traced app (tests/support/traced_app.py: two calls and a ``fit()``
-epoch) and ``doctor`` against it, with today's MLflow in the app. The exporter's batches
-hold several traces (the export interval is longer than the app, so everything goes in
-the exit flush, in one batch): a 3.4 server refuses a batch mixing traces, so this
-checks that the writer sends those one trace per call (``store.trace_batches``). What
-landed is read back through the server with MLflow's client.
+Companies upgrade their tracking server later than their apps. These start an older
+MLflow's ``mlflow server`` from its own venv (tests/support/old_mlflow.py, built once and
+cached) and run the traced app (tests/support/traced_app.py: two calls and a ``fit()``
+epoch) and ``doctor`` against it, with today's MLflow in the app.
+
+- MLflow 3.6.0, the oldest server the README supports: everything lands and reads back
+  through MLflow's client (the export interval is longer than the app, so every trace
+  goes in the exit flush, one ``log_spans`` batch of several traces).
+- MLflow 3.4.0: it stores spans written with ``log_spans`` in its database but reads only
+  trace artifacts back (client and UI show traces without spans), and refuses a batch
+  mixing traces. The app still runs untouched; the writer and ``doctor`` say in one line
+  that the server is too old and what to upgrade to (``store.trace_batches``).
 """
 
 from __future__ import annotations
@@ -19,16 +23,33 @@ import traced_app
 from support_base import ServiceUnavailable, skip_or_fail
 from traces import load_traces, render
 
+OLDEST_SUPPORTED = "3.6.0"
+TOO_OLD = "3.4.0"
 
-@pytest.fixture(scope="module")
-def old_server(tmp_path_factory):
+
+def server_of(version, tmp_path_factory):
     import old_mlflow
 
     try:
-        server = old_mlflow.OldMlflowServer(tmp_path_factory.mktemp("mlflow-3.4"))
+        server = old_mlflow.OldMlflowServer(tmp_path_factory.mktemp(f"mlflow-{version}"), version=version)
         server.start()
     except ServiceUnavailable as missing:
         skip_or_fail(missing)
+    status, body = server.request("GET", "/version")
+    assert (status, body) == (200, version)
+    return server
+
+
+@pytest.fixture(scope="module")
+def oldest_server(tmp_path_factory):
+    server = server_of(OLDEST_SUPPORTED, tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def too_old_server(tmp_path_factory):
+    server = server_of(TOO_OLD, tmp_path_factory)
     yield server
     server.stop()
 
@@ -40,22 +61,23 @@ def app_env(server, experiment, fake_llm, **extra):
             "SYNALINKS_OBS_EXPORT_INTERVAL": "600", **extra}
 
 
+def doctor_checks(done):
+    assert done.stdout.strip(), done.stderr[-3000:]
+    return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+
 @pytest.mark.server
-def test_todays_client_traces_and_trains_into_mlflow_3_4_server(old_server, fake_llm, tmp_path):
+def test_todays_client_traces_and_trains_into_the_oldest_supported_server(oldest_server, fake_llm, tmp_path):
     import mlflow
-    import old_mlflow
 
-    # Reading a 3.4 server's traces back downloads their spans through its artifact proxy
-    # (mlflow-artifacts: URIs, resolved against the current tracking URI; conftest resets it).
-    mlflow.set_tracking_uri(old_server.url)
-    status, version = old_server.request("GET", "/version")
-    assert (status, version) == (200, old_mlflow.DEFAULT_VERSION)
-
-    app = traced_app.run("app", tmp_path, app_env(old_server, "old_server_app", fake_llm, APP_TRAIN="1"))
+    # Spans are read back through the server (its artifact proxy too: mlflow-artifacts:
+    # URIs resolve against the current tracking URI; conftest resets it).
+    mlflow.set_tracking_uri(oldest_server.url)
+    app = traced_app.run("app", tmp_path, app_env(oldest_server, "old_server_app", fake_llm, APP_TRAIN="1"))
     assert app.returncode == 0, app.stderr[-3000:]
     assert not traced_app.obs_lines(app.stderr), app.stderr[-3000:]  # nothing dropped, no warning
 
-    traces = load_traces(old_server.url, "old_server_app")
+    traces = load_traces(oldest_server.url, "old_server_app")
     real = [t for t in traces if not any(s.attributes.get("synalinks.is_symbolic") for s in t.data.spans)]
     assert len(real) == 2, "\n".join(render(t) for t in traces)
     for trace in real:
@@ -63,18 +85,33 @@ def test_todays_client_traces_and_trains_into_mlflow_3_4_server(old_server, fake
         root = next(s for s in trace.data.spans if s.parent_id is None)
         assert root.name == "Functional:auth_qa" and root.attributes["synalinks.cost"] > 0
 
-    client = mlflow.MlflowClient(old_server.url)
+    client = mlflow.MlflowClient(oldest_server.url)
     experiment = client.get_experiment_by_name("auth_qa")  # the training run's (autolog)
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
     assert {"model", "program_plots"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
-    trained = load_traces(old_server.url, "auth_qa")
-    # The fit() epoch's calls: more than one trace in the run's experiment, all written in
-    # the same exit batch as the app's, linked to the run.
+    trained = load_traces(oldest_server.url, "auth_qa")
+    # The fit() epoch's calls, written in the same exit batch as the app's, linked to the run.
     assert len(trained) >= 2, "\n".join(render(t) for t in trained)
     assert {t.info.trace_metadata.get("mlflow.sourceRun") for t in trained} == {run.info.run_id}
 
-    doctor = traced_app.run("doctor", tmp_path, app_env(old_server, "old_server_doctor", fake_llm), "--json")
-    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    doctor = traced_app.run("doctor", tmp_path, app_env(oldest_server, "old_server_doctor", fake_llm), "--json")
+    checks = doctor_checks(doctor)
     assert checks["trace write"]["ok"], checks["trace write"]
     assert doctor.returncode == 0, checks
+
+
+@pytest.mark.server
+def test_a_server_older_than_supported_is_named_by_the_app_and_doctor(too_old_server, fake_llm, tmp_path):
+    app = traced_app.run("app", tmp_path, app_env(too_old_server, "too_old_app", fake_llm))
+    assert app.returncode == 0 and app.exit_after_done is not None, app.stderr[-3000:]
+    said = traced_app.obs_lines(app.stderr)
+    assert len(said) == 1, app.stderr[-3000:]
+    assert f"MLflow {TOO_OLD}, older than 3.6" in said[0] and "upgrade the server" in said[0], said
+
+    doctor = traced_app.run("doctor", tmp_path, app_env(too_old_server, "too_old_doctor", fake_llm), "--json")
+    check = doctor_checks(doctor)["trace write"]
+    assert doctor.returncode == 1 and not check["ok"], check
+    assert check["detail"] == f"the tracking server runs MLflow {TOO_OLD}, older than 3.6: it cannot show " \
+        "spans written by log_spans", check
+    assert check["fix"].startswith("upgrade the tracking server to MLflow >= 3.6"), check
