@@ -5,11 +5,12 @@ The writer sends many traces per call (``store.writer``). MLflow's SQL store ref
 batch mixing traces ("All spans must belong to the same trace") until MLflow 3.12, so a
 local store (sqlite, PostgreSQL) opened by an app with MLflow 3.11.x (what Synalinks 0.9
 accepts) gets one trace per call instead: ``batches_for`` groups the spans per trace
-there. An MLflow server splits an OTLP request per trace itself from 3.6, and 3.6 is also
-the first server that reads spans written with ``log_spans`` back (its client API and
-UI; 3.4 and 3.5 keep them in the database and read only trace artifacts): an older
-server is refused with one line saying so (``ServerTooOld``), from the REST store's own
-cached ``/version`` lookup (the one its ``log_spans`` makes anyway).
+there. An MLflow server splits an OTLP request per trace itself from 3.6; 3.4 and 3.5
+keep spans written with ``log_spans`` in their database but read only trace artifacts
+back (client and UI show traces without spans), and 3.6 answers 500 when a training
+run's link is merged into such a trace. So a server older than 3.7 is refused with one
+line saying so (``ServerTooOld``), from the REST store's own cached ``/version`` lookup
+(the one its ``log_spans`` makes anyway).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from synalinks_obs import uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 
 MIXED_LOCAL = "3.12"  # MLflow's SqlAlchemyStore.log_spans groups per trace from this version
-OLDEST_SERVER = "3.6"  # groups an OTLP request per trace, and reads log_spans' spans back
+OLDEST_SERVER = "3.7"  # shows log_spans' spans and takes a training run's link to them
 
 
 class ServerTooOld(Exception):
@@ -36,7 +37,8 @@ def accepts_mixed_traces(tracking_uri: str, client) -> bool:
         if version is not None and Version(str(version)) < Version(OLDEST_SERVER):
             raise ServerTooOld(
                 f"the tracking server runs MLflow {version}, older than {OLDEST_SERVER}: it cannot "
-                f"show spans written by log_spans; upgrade the server to MLflow >= {OLDEST_SERVER}"
+                "show our spans or link them to training runs; upgrade the server to MLflow "
+                f">= {OLDEST_SERVER}"
             )
         return True  # unknown: MLflow's own log_spans says why it cannot write
     import mlflow
