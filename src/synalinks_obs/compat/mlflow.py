@@ -136,7 +136,7 @@ def server_version(client):
     except AttributeError as exc:
         note_fallback(
             "RestStore._get_server_version",
-            "the server's version is unknown: a server older than MLflow 3.7 (which "
+            "the server's version is unknown: a server older than MLflow 3.10 (which "
             "cannot show the spans written) is not named as the cause", exc,
         )
         return None

@@ -7,10 +7,11 @@ local store (sqlite, PostgreSQL) opened by an app with MLflow 3.11.x (what Synal
 accepts) gets one trace per call instead: ``batches_for`` groups the spans per trace
 there. An MLflow server splits an OTLP request per trace itself from 3.6; 3.4 and 3.5
 keep spans written with ``log_spans`` in their database but read only trace artifacts
-back (client and UI show traces without spans), and 3.6 answers 500 when a training
-run's link is merged into such a trace. So a server older than 3.7 is refused with one
-line saying so (``ServerTooOld``), from the REST store's own cached ``/version`` lookup
-(the one its ``log_spans`` makes anyway).
+back (client and UI show traces without spans), and before 3.10 a server answers 500
+when a training run's link is merged into a trace whose spans (LM token usage) gave it
+metadata (measured on 3.6.0 and 3.7.0; 3.10 keeps that metadata). So a server older than
+3.10 is refused with one line saying so (``ServerTooOld``), from the REST store's own
+cached ``/version`` lookup (the one its ``log_spans`` makes anyway).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from synalinks_obs import uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 
 MIXED_LOCAL = "3.12"  # MLflow's SqlAlchemyStore.log_spans groups per trace from this version
-OLDEST_SERVER = "3.7"  # shows log_spans' spans and takes a training run's link to them
+OLDEST_SERVER = "3.10"  # shows log_spans' spans and takes a training run's link to them
 
 
 class ServerTooOld(Exception):

@@ -4,7 +4,7 @@
 (creating) experiments, building MLflow spans from ``Wire`` tuples
 (``store.mlflow_spans``), writing them with MLflow's store-level ``log_spans`` in batches
 (many traces per call; one per call for a local store of MLflow < 3.12, and a server
-older than MLflow 3.7 refused: ``store.trace_batches``), linking traces to training runs,
+older than MLflow 3.10 refused: ``store.trace_batches``), linking traces to training runs,
 and surviving a store that is down, failing or slow:
 
 - a backlog capped at ``max_spans`` (what does not fit is dropped and counted);
