@@ -5,16 +5,17 @@ MLflow's ``mlflow server`` from its own venv (tests/support/old_mlflow.py, built
 cached) and run the traced app (tests/support/traced_app.py: two calls and a ``fit()``
 epoch) and ``doctor`` against it, with today's MLflow in the app.
 
-- MLflow 3.10.0, the oldest server the README supports: everything lands and reads back
-  through MLflow's client, the training run's traces linked to it (the export interval
-  is longer than the app, so every trace goes in the exit flush, one ``log_spans`` batch
-  of several traces).
+- MLflow 3.13.0, the oldest server the README supports: everything lands and reads back
+  through MLflow's client, with its trace tags (name, program, kind; older servers drop
+  the tags we send as span attributes), the training run's traces linked to it (the
+  export interval is longer than the app, so every trace goes in the exit flush, one
+  ``log_spans`` batch of several traces).
 - MLflow 3.4.0 (3.5 alike): it stores spans written with ``log_spans`` in its database
   but reads only trace artifacts back (client and UI show traces without spans), and
   refuses a batch mixing traces; 3.6 to 3.9 show them but answer 500 to a training
   run's link (measured on 3.6.0 and 3.7.0).
   The app still runs untouched; the writer and ``doctor`` say in one line that the server
-  is too old and what to upgrade to (``store.trace_batches``).
+  is too old and what to upgrade to (``store.server_support``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import traced_app
 from support_base import ServiceUnavailable, skip_or_fail
 from traces import load_traces, render
 
-OLDEST_SUPPORTED = "3.10.0"
+OLDEST_SUPPORTED = "3.13.0"
 TOO_OLD = "3.4.0"
 
 
@@ -87,6 +88,9 @@ def test_todays_client_traces_and_trains_into_the_oldest_supported_server(oldest
         assert sorted(s.span_type for s in trace.data.spans) == ["CHAIN", "CHAT_MODEL", "LLM"], render(trace)
         root = next(s for s in trace.data.spans if s.parent_id is None)
         assert root.name == "Functional:auth_qa" and root.attributes["synalinks.cost"] > 0
+        tags = trace.info.tags
+        assert (tags.get("mlflow.traceName"), tags.get("synalinks.program"), tags.get("synalinks.trace_kind")) \
+            == ("Functional:auth_qa", "auth_qa", "call"), tags
 
     client = mlflow.MlflowClient(oldest_server.url)
     experiment = client.get_experiment_by_name("auth_qa")  # the training run's (autolog)

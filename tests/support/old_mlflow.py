@@ -33,7 +33,7 @@ from support_base import ServiceUnavailable, tail
 
 DEFAULT_VERSION = "3.4.0"
 # Extra pins an old version needs with today's packages.
-PINS = {"3.4.0": ("sqlalchemy<2.1",), "3.10.0": ("sqlalchemy<2.1",)}
+PINS = {"3.4.0": ("sqlalchemy<2.1",)}
 REQUIRE_ENV = "TEST_REQUIRE_OLD_MLFLOW"
 BUILD_TIMEOUT = float(os.environ.get("TEST_OLD_MLFLOW_BUILD_TIMEOUT", "1800"))
 _MARKER = "synalinks-obs-venv.json"

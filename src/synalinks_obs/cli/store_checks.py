@@ -190,17 +190,17 @@ def check_trace_write(store: StoreSession) -> Check:
     name = "trace write"
     try:
         from synalinks_obs.compat import mlflow as mlflow_compat
-        from synalinks_obs.store import trace_batches
+        from synalinks_obs.store import server_support
         from synalinks_obs.store.mlflow_spans import wire_to_span
 
         experiment_id = store.experiment_id()
         wire = _scratch_wire()
         client = mlflow_compat.tracing_client(store.target.tracking_uri)
         try:
-            trace_batches.accepts_mixed_traces(store.target.tracking_uri, client)
-        except trace_batches.ServerTooOld as exc:
+            server_support.check_server_version(store.target.tracking_uri, client)
+        except server_support.ServerTooOld as exc:
             return Check(name, False, str(exc).split("; ")[0],
-                         f"upgrade the tracking server to MLflow >= {trace_batches.OLDEST_SERVER} "
+                         f"upgrade the tracking server to MLflow >= {server_support.OLDEST_SERVER} "
                          "(README, Compatibility)")
         client.log_spans(experiment_id, [wire_to_span(wire)])
         trace = None

@@ -3,9 +3,9 @@
 ``Writer`` owns everything that talks to the tracking store for spans: resolving
 (creating) experiments, building MLflow spans from ``Wire`` tuples
 (``store.mlflow_spans``), writing them with MLflow's store-level ``log_spans`` in batches
-(many traces per call; one per call for a local store of MLflow < 3.12, and a server
-older than MLflow 3.10 refused: ``store.trace_batches``), linking traces to training runs,
-and surviving a store that is down, failing or slow:
+(many traces per call; a server older than MLflow 3.10 is refused in one line:
+``store.server_support``), linking traces to training runs, and surviving a store that is
+down, failing or slow:
 
 - a backlog capped at ``max_spans`` (what does not fit is dropped and counted);
 - for servers a cheap ``GET /health`` probe (``store.health``, short timeout) before
@@ -35,7 +35,7 @@ from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
 from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
 from synalinks_obs.store.schema_lock import guard_schema_setup
-from synalinks_obs.store.trace_batches import accepts_mixed_traces, batches_for
+from synalinks_obs.store.server_support import check_server_version
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
 MAX_BACKOFF = 5.0
@@ -97,7 +97,7 @@ class Writer:
         self._stores: dict = {}
         self._experiment_ids: dict = {}
         self._clients: dict = {}
-        self._mixed: dict = {}  # tracking URI -> whether its store takes many traces per call
+        self._versions_checked: set = set()  # tracking URIs whose server version passed
         self._notify = notify or (lambda *message: None)
 
     @property
@@ -184,7 +184,7 @@ class Writer:
         state.healthy = False
         state.failures += 1
         state.next_try = time.monotonic() + min(MAX_BACKOFF, 0.5 * 2 ** (state.failures - 1))
-        self._mixed.pop(uri, None)  # asked again next time: the server may be replaced
+        self._versions_checked.discard(uri)  # asked again next time: it may be replaced
         if isinstance(exc, StoreUnavailable):
             reason = str(exc)
         else:
@@ -278,11 +278,10 @@ class Writer:
             wires = [wire for chunk in batch for wire in chunk.wires()]
             spans = [wire_to_span(wire) for wire in wires]
             client = self._client(uri)
-            mixed = self._mixed.get(uri)
-            if mixed is None:
-                mixed = self._mixed[uri] = accepts_mixed_traces(uri, client)
-            for group in batches_for(spans, mixed):
-                client.log_spans(experiment_id, group)
+            if uri not in self._versions_checked:
+                check_server_version(uri, client)
+                self._versions_checked.add(uri)
+            client.log_spans(experiment_id, spans)
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
