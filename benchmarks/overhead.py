@@ -26,8 +26,10 @@ Options: ``--calls-a N --calls-b N`` (program calls per run), ``--builtin-calls-
 --builtin-calls-b N`` (the built-in observability is ~40x slower on (a)), ``--down``
 (also (a) into a store that is down: memory stays bounded), ``--server`` (also (a)
 into a local ``mlflow server`` on 127.0.0.1, built-in and synalinks-obs: the client's
-CPU per span), ``--no-startup``, ``--only a|b|startup``. Timings on a shared machine
-are noisy: run it twice.
+CPU per span), ``--faults`` (also ``benchmarks/faults.py``: what a store that is down
+costs the app's own MLflow calls, the exporter's writer, a ``fit()`` with a ``Monitor``
+and ``doctor``, in seconds), ``--no-startup``, ``--only a|b|startup|faults``. Timings on
+a shared machine are noisy: run it twice.
 """
 
 from __future__ import annotations
@@ -350,7 +352,8 @@ def main(argv=None):
     parser.add_argument("--calls-b", type=int, default=200)
     parser.add_argument("--builtin-calls-a", type=int, default=100)
     parser.add_argument("--builtin-calls-b", type=int, default=100)
-    parser.add_argument("--only", choices=("a", "b", "startup"))
+    parser.add_argument("--only", choices=("a", "b", "startup", "faults"))
+    parser.add_argument("--faults", action="store_true", help="also benchmarks/faults.py")
     parser.add_argument("--down", action="store_true", help="also (a) into a store that is down")
     parser.add_argument("--calls-down", type=int, default=10000,
                         help="program calls of the store-down run (11 spans each)")
@@ -371,6 +374,9 @@ def main(argv=None):
 
     if args.only == "startup":
         print("start-up\n" + startup_benchmark(workdir), flush=True)
+        return
+    if args.only == "faults":
+        run_faults()
         return
     llm = OfflineServer().start()
     llm.inject_latency(0.02)
@@ -432,7 +438,14 @@ def main(argv=None):
             server.stop()
     if not args.no_startup:
         print("start-up\n" + startup_benchmark(workdir), flush=True)
+    if args.faults:
+        run_faults()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_faults():
+    """``benchmarks/faults.py`` in a fresh interpreter (a store that is down, in seconds)."""
+    subprocess.run([sys.executable, str(Path(__file__).with_name("faults.py"))], env=clean_env(), check=False)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@
 
 A plain Synalinks program: nothing here is about MLflow. With synalinks-obs active, the
 fit() is logged as an MLflow run in the experiment ``qa_training`` (the program's name):
-params, per-epoch ``reward`` / ``val_reward``, the program plot under ``program_plots/``
-and the learned state under ``model/``; the traces of the program's calls during fit()
-are linked to that run. See ``train_restore.py`` to load the learned state back.
+params, per-epoch ``reward`` / ``val_reward``, the program plot under ``program_plots/``,
+the training and validation data as the run's datasets, the learned state under
+``model/`` (an MLflow model, and each epoch that changed it with a readable diff), the
+learned prompt in the Prompt Registry; the traces of the program's calls during fit() are
+linked to that run, each with its ``exact_match`` reward as feedback and the expected
+answer as expectation (the Traces table shows them as columns). See ``train_restore.py``
+to load the learned state and the model back.
 
 Runs offline out of the box (see _offline_lm.py: the offline model always answers
 "Paris.", so the reward is the share of questions whose answer is Paris); set

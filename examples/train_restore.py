@@ -11,7 +11,14 @@ The seed's "Combining Tracing with Training" example, with synalinks-obs:
    metrics and artifacts, and the traces of the calls made during training are linked to
    it in ``training_runs``;
 3. a fresh program built by the same code loads ``model/state_tree.json`` from the run
-   with ``restore_state`` and has the same trainable variables as the trained one.
+   with ``restore_state`` and has the same trainable variables as the trained one; it
+   loads the state of the best epoch too (``epoch="best"``: ``model/epochs/<n>/``);
+4. the trained program, logged as an MLflow model under ``model/``, is loaded with
+   ``mlflow.pyfunc.load_model`` and answers a question.
+
+The run also holds each example's reward as feedback on its trace, the datasets, the
+readable diff of each epoch and the learned prompt in the Prompt Registry (see the
+README's "Training runs").
 
 Offline by default, like every example (see _offline_lm.py).
 """
@@ -19,6 +26,7 @@ Offline by default, like every example (see _offline_lm.py).
 import argparse
 import asyncio
 import json
+import os
 
 from train_qa import build_program, compile_program, train  # first: sets up the offline LM
 
@@ -50,7 +58,19 @@ async def main(tracking_uri):
     restore_state(fresh, monitor.run_id, tracking_uri=tracking_uri)
     assert variables(fresh) == variables(program)
     print("restored model/state_tree.json into a fresh program: same trainable variables")
+    restore_state(fresh, monitor.run_id, tracking_uri=tracking_uri, epoch="best")
+    print("restored the state of the best epoch too")
     synalinks_obs.flush()
+
+    import mlflow
+
+    if not os.environ.get("SYNALINKS_EXAMPLE_MODEL"):
+        os.environ.setdefault("OPENAI_API_KEY", "sk-offline")  # a key is never stored in a model
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{monitor.run_id}/model")
+    answer = model.predict({"question": "What is the capital of France?"})
+    print(f"the MLflow model runs:/{monitor.run_id}/model answers {answer}")
 
 
 if __name__ == "__main__":

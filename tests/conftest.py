@@ -30,10 +30,7 @@ Fixtures:
     sqlite_uri       (function) ``sqlite:///<tmp_path>/mlflow.db``.
     mlflow_server    (session)  a real ``mlflow server`` subprocess.
     mlflow_server_factory (function) ``factory(*extra_args)`` starts more.
-    wheel_python     (session)  an interpreter running synalinks-obs from its installed
-                                wheel (the test venv, else a throw-away overlay venv).
-    run_py           (function) ``run_py(*args, env=..., cwd=..., input=...)``: a
-                                subprocess of it in a user's clean environment.
+    wheel_python, run_py, zygote: real app processes (``tests/support/app_fixtures.py``).
 
 Tests using a real MLflow server are marked ``server`` automatically.
 """
@@ -51,8 +48,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from app_fixtures import run_py, wheel_python, zygote  # noqa: F401  (fixtures, see there)
 from fake_llm import FakeLLM
-from wheel_env import TIMEOUT, clean_env, overlay_venv, wheel_layout
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 # Strict mode: an internal error of synalinks-obs raises instead of being logged, here and
@@ -101,6 +98,25 @@ def _fresh_warnings():
 
     reporting.forget()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_exporter():
+    """The process-wide exporter (its drop counters, its stores' states, whether it runs
+    an exporter process) does not outlive the test that made it, so what a test counts
+    does not depend on which tests ran before it on the same worker. Left alone while
+    tracing is still on (a class-scoped activation)."""
+    yield
+    from synalinks_obs.runtime import RUNTIME
+
+    exporter = RUNTIME.exporter
+    if exporter is None or RUNTIME.tracer is not None or RUNTIME.hook_tracer is not None:
+        return
+    RUNTIME.exporter = None
+    try:
+        exporter.shutdown(timeout=30, report=False)
+    except Exception:  # a test that broke it on purpose: it is dropped all the same
+        pass
 
 
 def pytest_unconfigure(config):
@@ -317,6 +333,18 @@ class MlflowServer:
             os.killpg(group, signal.SIGKILL)
         self._process = None
 
+    def kill(self):
+        """SIGKILL the whole server (a crash); ``start()`` brings it back on the same port
+        and database."""
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._process.wait()
+        self._process = None
+
     @property
     def pid(self):
         """The ``mlflow server`` process id, also its process group id."""
@@ -352,34 +380,3 @@ def mlflow_server_factory(tmp_path_factory):
     yield start
     for server in servers:
         server.stop()
-
-
-# -- the installed wheel's python ---------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def wheel_python(tmp_path_factory):
-    """An interpreter running synalinks-obs from its installed wheel, .pth active."""
-    layout = wheel_layout(sys.executable)
-    if layout and layout["ok"]:
-        return sys.executable
-    python = overlay_venv(tmp_path_factory.mktemp("wheel-venv"))
-    layout = wheel_layout(python)
-    assert layout and layout["ok"], f"the overlay venv does not run the wheel: {layout}"
-    return python
-
-
-@pytest.fixture
-def run_py(wheel_python, tmp_path):
-    """``run_py(*args, env=..., cwd=..., input=...)``: a subprocess of the wheel's python."""
-    home = tmp_path / "synalinks-home"
-
-    def run(*args, env=None, cwd=None, input=None, timeout=TIMEOUT, python=None):
-        full_env = clean_env(SYNALINKS_HOME=home, **(env or {}))
-        return subprocess.run(
-            [python or wheel_python, *map(str, args)],
-            capture_output=True, text=True, env=full_env, cwd=cwd or tmp_path,
-            input=input, timeout=timeout,
-        )
-
-    return run

@@ -7,6 +7,11 @@ patched calls read. A start-up activation (``SYNALINKS_OBSERVABILITY=1``, the la
 goes through ``enable_on_import``, which loads nothing until Synalinks is imported.
 ``uninstrument()`` reverts every patch, Synalinks' and MLflow's alike.
 
+Never an error of ours into the app: past the settings check (a bad argument raises
+``SettingsError``, as documented), everything ``enable()`` and ``_start`` do is guarded;
+an internal error there goes to ``reporting.internal_error`` (logged once, raised only in
+strict mode), the patches this start applied are reverted and the app runs untraced.
+
 Side effects, all documented in the README: our own ``synalinks_obs`` logger gets the
 ``log_level`` setting; ``MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR`` is set to ``true``
 unless already set (``import synalinks`` seeds ``random``, so MLflow's default span ids
@@ -26,17 +31,22 @@ def enable(tracking_uri=None, experiment_name=None, _source: str = "enable()", *
     from synalinks_obs.settings import load_settings
 
     settings = load_settings(tracking_uri=tracking_uri, experiment_name=experiment_name, **options)
-    reporting.logger().setLevel(settings.log_level)
     if settings.strict:
         reporting.strict_mode(True)
-    os.environ.setdefault("MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR", "true")
-    from synalinks_obs import importhook
-
     with RUNTIME.lock:
-        RUNTIME.settings = settings
-        RUNTIME.source = _source
-        RUNTIME.pending = None
-        importhook.when_imported("synalinks", _on_synalinks_imported)
+        try:
+            reporting.logger().setLevel(settings.log_level)
+            os.environ.setdefault("MLFLOW_TRACE_USE_ISOLATED_RANDOM_ID_GENERATOR", "true")
+            from synalinks_obs import importhook
+
+            RUNTIME.settings = settings
+            RUNTIME.source = _source
+            RUNTIME.pending = None
+            importhook.when_imported("synalinks", _on_synalinks_imported)
+        except Exception as exc:
+            RUNTIME.settings = RUNTIME.source = None
+            reporting.internal_error("turning tracing on", exc)
+            return
         if "synalinks" in sys.modules:
             _start()
 
@@ -142,10 +152,24 @@ def uninstrument() -> None:
 
 
 def _start() -> None:
-    """Patch Synalinks (once) and set the tracer of the activation in force."""
+    """Patch Synalinks (once) and set the tracer of the activation in force (never raises
+    an error of ours, except in strict mode: see the module docstring)."""
     settings = RUNTIME.settings
     if settings is None:
         return
+    applied = len(RUNTIME.patches)
+    try:
+        _start_tracing(settings)
+    except Exception as exc:
+        RUNTIME.settings = RUNTIME.source = None
+        RUNTIME.tracer = None
+        try:  # what this start patched goes back: the app runs as if untraced
+            RUNTIME.patches.revert_newest(len(RUNTIME.patches) - applied)
+        finally:
+            reporting.internal_error("turning tracing on", exc)
+
+
+def _start_tracing(settings) -> None:
     from synalinks_obs import uris
 
     resolution = uris.resolve(settings.tracking_uri, environment=False)

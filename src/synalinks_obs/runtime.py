@@ -9,6 +9,7 @@ it. Standard library only, and nothing else at import: start-up code imports it.
 """
 
 from _thread import RLock
+from weakref import WeakKeyDictionary
 
 
 class Runtime:
@@ -40,6 +41,17 @@ class Runtime:
         self.monitored: set = set()
         # Destinations of the training runs in progress (most recent last).
         self.active_runs: list = []
+        # Training runs whose end waits for their traces to be written:
+        # (monitor, run, status), ended by training.run_end.
+        self.runs_to_end: list = []
+        # Called after a flush that wrote everything, and after the exit flush
+        # (export.service): e.g. ending those runs.
+        self.after_flush: list = []
+        # Threads started by a run's own work -> that run's destination (tracing.threads).
+        self.run_threads: WeakKeyDictionary = WeakKeyDictionary()
+        # run id -> the observer of that run's traces (training.feedback): told when a
+        # trace of the run starts and ends (its root call's inputs, outputs and cost).
+        self.run_observers: dict = {}
 
     @property
     def patches(self):

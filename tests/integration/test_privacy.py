@@ -223,8 +223,9 @@ def test_redactor_from_the_environment(obs, lm, tmp_path, monkeypatch):
 
 
 def test_training_run_params_tags_and_state_tree(obs, lm, tmp_path):
-    """fit() with secrets in the training data and in a tag: the run's params, tags and
-    model/state_tree.json are masked; log_training_examples=False leaves examples out."""
+    """fit() with secrets in the training data and in a tag: the run's params, tags,
+    artifacts (state tree, epoch states and diffs, the pyfunc model, dataset previews),
+    feedback and prompts are masked; log_training_examples=False leaves examples out."""
     import mlflow
     import numpy as np
     import synalinks
@@ -271,6 +272,17 @@ def test_training_run_params_tags_and_state_tree(obs, lm, tmp_path):
         traces = mlflow.MlflowClient(obs.uri).search_traces(
             locations=[run.info.experiment_id], run_id=run_id)
         assert traces and not leaks(json.dumps([t.to_dict() for t in traces]))
+        # The learned prompts render the few-shot examples: masked in the Prompt Registry,
+        # and not registered at all when the examples are to be left out.
+        listed = [ref for ref in run.data.tags.get("synalinks.prompts", "").split(",") if ref]
+        if keep:
+            assert listed, run.data.tags
+        else:
+            assert listed == [], listed
+        for ref in listed:
+            name, version = ref.rsplit("/", 1)
+            template = client.load_prompt(f"prompts:/{name}/{version}").template
+            assert not leaks(json.dumps(template)), (ref, template)
 
     def examples(tree):
         found = []

@@ -448,6 +448,11 @@ def test_a_down_store_never_holds_up_the_apps_own_mlflow_code(sl, monkeypatch, c
         async def compute_output_spec(self, inputs, training=False):
             return inputs.clone()
 
+    from synalinks_obs.export import exporter as exporter_module
+
+    asked = []  # the store, asked by the calling thread (a spy: the real probe runs)
+    real_probe = exporter_module.probe
+    monkeypatch.setattr(exporter_module, "probe", lambda *a, **k: asked.append(a[0]) or real_probe(*a, **k))
     synalinks_obs.enable(tracking_uri=uri, experiment_name="down_store")
     try:
         program = asyncio.run(chain(sl, Question, WithUserSpan(name="u"), name="p"))
@@ -457,11 +462,11 @@ def test_a_down_store_never_holds_up_the_apps_own_mlflow_code(sl, monkeypatch, c
             return asyncio.run(program(Question(question=question)))
 
         with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
-            started = time.monotonic()
             results = [handler(f"q{i}") for i in range(5)]
-            elapsed = time.monotonic() - started
         assert [r.get("question") for r in results] == [f"q{i}" for i in range(5)]
-        assert elapsed < 10, elapsed  # one refused connection, not one per call or retries
+        # One probe (a refused connection, no retries), not one per call: the time this
+        # takes is in benchmarks/faults.py.
+        assert asked == [uri], asked
         messages = [r.getMessage() for r in caplog.records if r.name.startswith("synalinks_obs")]
         assert len(messages) == 1, messages
         assert "cannot resolve the experiment 'down_store'" in messages[0], messages
@@ -665,12 +670,17 @@ def test_writer_survives_a_failing_store_a_down_store_and_a_full_buffer(sqlite_u
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     down = Destination(closed, "writer")
+    probes, writes = [], []
+    real_probe = _writer.probe
+    monkeypatch.setattr(_writer, "probe", lambda uri, *a, **k: probes.append(uri) or real_probe(uri, *a, **k))
+    monkeypatch.setattr(TracingClient, "log_spans", lambda self, *a: writes.append(a))
     writer = _writer.Writer(max_spans=100)
     writer.add(down, 4, _wires(4, trace_id=4))
-    started = time.monotonic()
     assert writer.pump() is not None and writer.pending == 4
     writer.drain(time.monotonic() + 60)
-    assert time.monotonic() - started < 30
+    # Two probes (the write, then one more at the end), never MLflow's write and its
+    # retries; the time this takes is in benchmarks/faults.py.
+    assert probes == [closed, closed] and writes == []
     ((reason, count),) = writer.dropped.items()
     assert count == 4 and reason.startswith(f"tracking store {closed} unreachable"), reason
 

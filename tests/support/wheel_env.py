@@ -8,7 +8,7 @@ must come from the wheel, not from an editable install), and a user's clean envi
 - ``overlay_venv(root)``: a venv with the wheel built from this checkout, seeing the
   running interpreter's packages (when the test venv has no wheel install).
 
-The fixtures ``wheel_python`` and ``run_py`` (tests/conftest.py) use them.
+The fixtures ``wheel_python`` and ``run_py`` (tests/support/app_fixtures.py) use them.
 """
 
 import json

@@ -278,7 +278,7 @@ def check_artifacts(store: StoreSession, timeout: float) -> Check:
         if SCRATCH_ARTIFACT not in listed:
             return Check(name, False, f"uploaded {SCRATCH_ARTIFACT} to {artifact_uri} but it is not "
                          "listed back", "check --artifacts-destination (writable by the server)")
-        cleanup = _delete_artifacts(artifact_uri)
+        cleanup = _delete_artifacts(artifact_uri, target.tracking_uri)
     except PermissionError as exc:
         return Check(name, False, f"upload failed: PermissionError: {exc} (the client tried to write "
                      "to the server's disk itself: no artifact proxy)", PROXY_FIX)
@@ -300,11 +300,13 @@ def check_artifacts(store: StoreSession, timeout: float) -> Check:
     return Check(name, True, f"uploaded a file {via} ({artifact_uri}), listed it back{cleanup}")
 
 
-def _delete_artifacts(artifact_uri: str) -> str:
+def _delete_artifacts(artifact_uri: str, tracking_uri: str) -> str:
     try:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        get_artifact_repository(artifact_uri).delete_artifacts()
+        # mlflow-artifacts: URIs resolve against a tracking URI: the server's, not MLflow's
+        # global one (the scratch file was never deleted through a proxy).
+        get_artifact_repository(artifact_uri, tracking_uri=tracking_uri).delete_artifacts()
     except Exception as exc:
         return f"; deleting the scratch file failed ({type(exc).__name__})"
     return "; scratch file deleted"

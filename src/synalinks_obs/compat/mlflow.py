@@ -190,3 +190,18 @@ def http_get(tracking_uri, endpoint: str, timeout: float):
         host_creds(tracking_uri), endpoint, "GET", max_retries=0, backoff_factor=0,
         timeout=timeout, raise_on_status=False,
     )
+
+
+# -- the prompt registry ------------------------------------------------------------------
+
+def link_prompt_to_experiment(client, prompt_version, experiment_id: str) -> None:
+    """List a prompt under an experiment (MLflow's ``MlflowClient._link_prompt_to_experiment``,
+    which ``register_prompt`` only does for the fluent API's current experiment)."""
+    link = getattr(client, "_link_prompt_to_experiment", None)
+    if link is None:
+        note_fallback(
+            "MlflowClient._link_prompt_to_experiment",
+            "learned prompts are not listed in the training run's experiment",
+        )
+        return
+    link(prompt_version, experiment_id)

@@ -215,9 +215,22 @@ def compiled_reward(program):
 
 
 def compiled_metric_names(program) -> list[str]:
-    """Names of the metrics given to ``compile()``."""
+    """Names of the metrics given to ``compile()`` (before the first batch too: Synalinks
+    builds its ``CompileMetrics`` then, and lists none until it has)."""
     try:
-        return [m.name for m in program._compile_metrics.metrics]
+        compiled = program._compile_metrics
+        if compiled is None:
+            return []
+        names = [m.name for m in compiled.metrics]
+        if names:
+            return names
+        given = compiled._user_metrics
+        if isinstance(given, dict):
+            given = list(given.values())
+        flat = []
+        for item in given or ():
+            flat.extend(item if isinstance(item, (list, tuple)) else [item])
+        return [m if isinstance(m, str) else getattr(m, "name", type(m).__name__) for m in flat if m is not None]
     except Exception:
         return []
 
@@ -268,3 +281,82 @@ def program_visualization():
         note_fallback("synalinks.src.utils.program_visualization", "no PNG program plot", exc)
         return None
     return found
+
+
+# -- training: per-example scores, datasets, learned prompts --------------------------------
+
+def mean_metric_wrapper_class():
+    """``synalinks.metrics.MeanMetricWrapper`` (None if it has none)."""
+    import synalinks
+
+    found = getattr(getattr(synalinks, "metrics", None), "MeanMetricWrapper", None)
+    if found is None:
+        note_fallback("synalinks.metrics.MeanMetricWrapper", "compiled metrics give no per-example feedback")
+    return found
+
+
+def mean_metric_state(metric) -> tuple[float, int] | None:
+    """``(total, count)`` of a Mean metric (its ``total_with_count`` variable), or None."""
+    variable = getattr(metric, "total_with_count", None)
+    try:
+        return float(variable.get("total")), int(variable.get("count"))
+    except Exception as exc:
+        note_fallback("Mean.total_with_count", "compiled metrics give no per-example feedback", exc)
+        return None
+
+
+def training_inputs(program, kind: str) -> dict | None:
+    """The data of the ``fit()`` (``x``, ``y``, ``val_x``, ``val_y``: ``Trainer._fit_inputs``,
+    after the validation split) or ``evaluate()`` (``x``, ``y``: ``_eval_inputs``) in
+    progress, or None when this Synalinks version does not expose it."""
+    name = "_fit_inputs" if kind == "fit" else "_eval_inputs"
+    if name not in getattr(program, "__dict__", {}):
+        note_fallback(f"Trainer.{name}", "the datasets logged are the fit()/evaluate() arguments")
+        return None
+    found = getattr(program, name)
+    return found if isinstance(found, dict) else None
+
+
+def trainable_bookkeeping_fields() -> frozenset[str]:
+    """Fields of ``synalinks.Trainable`` that optimizers keep for themselves (predictions,
+    candidates, counters): everything but the few-shot ``examples``."""
+    import synalinks
+
+    trainable = getattr(synalinks, "Trainable", None)
+    fields = getattr(trainable, "model_fields", None)
+    if not fields:
+        note_fallback("synalinks.Trainable", "epoch diffs compare Synalinks 0.10's trainable fields")
+        fields = (
+            "examples", "current_predictions", "predictions", "seed_candidates", "candidates",
+            "best_candidates", "history", "nb_visit", "cumulative_reward",
+        )
+    return frozenset(fields) - {"examples"}
+
+
+def system_prompt(module) -> str | None:
+    """The system prompt a Generator-like module renders from its learned state
+    (``_render_system_message``), or None for a module that renders none."""
+    render = getattr(module, "_render_system_message", None)
+    if render is None:
+        if getattr(module, "prompt_template", None) is not None:  # a Generator that moved on
+            note_fallback("Generator._render_system_message", "learned prompts are not registered")
+        return None
+    inputs = None
+    if getattr(module, "use_inputs_schema", False):
+        schema = None
+        try:
+            schema = module.input.get_schema()
+        except Exception:
+            pass
+        if schema is None:
+            return None
+        inputs = symbolic_data_model_class()(schema=schema)
+    try:
+        message = render(inputs)
+    except Exception as exc:
+        note_fallback("Generator._render_system_message", "learned prompts are not registered", exc)
+        return None
+    content = getattr(message, "content", None)
+    if content is None and hasattr(message, "get"):
+        content = message.get("content")
+    return content if isinstance(content, str) else None

@@ -11,7 +11,8 @@ the next span or flush starts it again), ``RUNNING``, ``PARKING`` (a fork is com
 finishes what it does and exits, so no lock of ours or MLflow's is copied mid-operation),
 ``STOPPING`` (exit: write what is queued, close the sinks) and ``STOPPED``.
 
-Guarantees: bounded memory (past ``max_queue_spans`` new spans are dropped and counted);
+Guarantees: bounded memory (past ``max_queue_spans`` spans queued here or held for the
+store by the sinks, new spans are dropped and counted);
 what is dropped is reported in one line at exit, never per span; at exit what is queued
 is written before threads are torn down, bounded by ``flush_timeout`` (a store known to
 be down is not waited for), and spans finished *later* (threads still running after
@@ -74,6 +75,7 @@ class Exporter:
         self._drop_reasons: collections.Counter = collections.Counter()  # ours (app side)
         self._soon: collections.deque = collections.deque()  # callables for the thread
         self.last_problem = ""
+        self._full_reason = "queue full (the exporter is slower than the app)"
         self.parked = True  # the thread stepped aside before the last fork (see service)
 
     # -- counters -----------------------------------------------------------------------
@@ -93,8 +95,8 @@ class Exporter:
     # -- calling thread -------------------------------------------------------------------
     def submit(self, record) -> None:
         queue = self._queue
-        if len(queue) >= self.settings.max_queue_spans:
-            self._drop(1, "queue full (the exporter is slower than the app)")
+        if len(queue) + self.sinks.backlog >= self.settings.max_queue_spans:
+            self._drop(1, self._full_reason)
             return
         queue.append(record)
         if self._thread is None:
@@ -226,6 +228,7 @@ class Exporter:
                     self._send_available(urgent)
                 self._run_soon()
                 wait = self.sinks.pump()
+                self.sinks.update_backlog()
             except Exception as exc:  # never let the thread die (strict mode: it does)
                 reporting.internal_error("the exporter thread", exc)
             with self._progress:
@@ -289,6 +292,7 @@ class Exporter:
                     sink = self.sinks.send(sink, destination, wires)
             finally:
                 self._busy = 0
+                self.sinks.update_backlog()
 
     def _run_soon(self) -> None:
         while self._soon:
@@ -305,6 +309,7 @@ class Exporter:
             self._experiment_ids[tuple(key)] = experiment_id
         elif kind == "problem":
             self.last_problem = args[0]
+            self._full_reason = f"{args[0]}; buffer full ({self.settings.max_queue_spans} spans)"
             _log.info("synalinks-obs: %s; spans are kept and retried", args[0])
         elif kind == "rejected":  # 401/403: retrying with the same credentials cannot help
             self.last_problem = args[0]
@@ -364,13 +369,16 @@ class Exporter:
         self._wake()
         if thread is not None:
             thread.join(max(0.0, self._deadline - time.monotonic()))
-            left = 0
+            left, why = 0, ""
             if thread.is_alive():  # still writing: what it holds is lost
+                why = self.sinks.stuck_reason()
                 left += len(self._queue) + self._busy + self.sinks.abandon_local()
                 self._queue.clear()
+            if not why:
+                why = self.sinks.stuck_reason()
             left += self.sinks.abandon_process()
             if left:
-                self._drop(left, f"exit flush timed out after {budget:g} s")
+                self._drop(left, f"exit flush timed out after {budget:g} s{why}")
         else:
             self._write_inline(budget)
         with self._lock:
@@ -407,7 +415,7 @@ class Exporter:
         """Write what is queued from this thread (at exit no thread can be started)."""
         if not (self._has_work() or self.sinks.all()):
             return
-        if self.sinks.process is None:
+        if self.sinks.process is None and not self.sinks.mlflow_unsafe:
             self.sinks.process_tried = True  # not worth an interpreter now
         try:
             self._run(deadline=time.monotonic() + budget)

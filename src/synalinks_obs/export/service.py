@@ -6,7 +6,9 @@
   (``compat.stdlib.register_before_thread_join``: the exporter thread is still alive and
   no thread could be started later); a last pass at ``atexit`` writes spans finished by
   threads that were still running (``concurrent.futures`` workers...), within what is
-  left of ``flush_timeout``, then prints the one exit line.
+  left of ``flush_timeout``, then prints the one exit line; then ``RUNTIME.after_flush``
+  (training runs whose end waited for their traces), also run after a ``flush()`` that
+  wrote everything.
 - Fork (as dd-trace-py's ``forksafe``): before a fork the exporter thread is asked to
   step aside and waited for at most ``FORK_PARK_TIMEOUT`` (a fork never waits long for
   us; if the thread is still inside an MLflow call, it goes on in the parent and the
@@ -49,7 +51,19 @@ def flush(timeout: float | None = None) -> bool:
             mlflow_compat.flush_mlflow_span_processors(10.0 if timeout is None else timeout)
         except Exception as exc:  # MLflow's spans still go out on its own schedule
             reporting.internal_error("flushing MLflow's span processors", exc)
+    if done:
+        _after_flush()
     return done
+
+
+def _after_flush() -> None:
+    """What waited for the spans to be written (``RUNTIME.after_flush``), e.g. the end of
+    training runs."""
+    for callback in list(RUNTIME.after_flush):
+        try:
+            callback()
+        except Exception as exc:
+            reporting.internal_error("finishing what waited for the flush", exc)
 
 
 def install_exit_flush() -> None:
@@ -80,6 +94,10 @@ def _write_late_spans() -> None:
             exporter.write_late_spans()
         except Exception as exc:
             reporting.logger(__name__).warning("synalinks-obs: exit flush failed: %r", exc)
+    try:
+        _after_flush()  # e.g. training runs that waited for their traces
+    except Exception as exc:  # strict mode raises: never fail the interpreter's exit
+        reporting.logger(__name__).warning("synalinks-obs: after the exit flush: %r", exc)
 
 
 def _flush_and_report() -> None:

@@ -15,7 +15,12 @@
   of CPU). While it starts, records wait; a flush writes them from the thread at once,
   except for a process started at start-up (it may be creating the store): that one is
   waited for up to ``START_GRACE`` seconds from its start (at exit, half the flush
-  budget at most). If it dies, what it held is counted and the thread writes locally.
+  budget at most). Every batch sent to the process is kept (pickled) until the process
+  says it is done with it (written, or dropped and counted); if the process dies
+  (killed, out of memory), the batches it had not finished are written by the thread,
+  which writes locally from then on. MLflow's ``log_spans`` upserts spans by id, so a
+  batch the process wrote just before dying is not written twice. ``backlog`` (kept
+  batches and the local Writer's) counts against the app's ``max_queue_spans``.
 """
 
 from __future__ import annotations
@@ -93,6 +98,10 @@ class ProcessSink:
         self.exported = 0
         self.dropped: collections.Counter = collections.Counter()
         self.held = 0  # spans it keeps for a store that is failing
+        # Batches sent and not yet reported done: id -> (destination, count, pickle).
+        self.unacked: dict = {}
+        self.unacked_spans = 0
+        self._next_id = 0
         self.ready = False  # it said hello: mlflow is imported there
         self.said_bye = False
         self.finished = False  # "bye" received or the process is gone
@@ -188,6 +197,10 @@ class ProcessSink:
             self.exported = message[1]
             self.dropped = collections.Counter(message[2])
             self.held = message[3]
+            for batch_id in message[4] if len(message) > 4 else ():
+                kept = self.unacked.pop(batch_id, None)
+                if kept is not None:
+                    self.unacked_spans -= kept[1]
             if kind == "bye":
                 self.said_bye = True
                 self.finished = True
@@ -206,12 +219,24 @@ class ProcessSink:
         if credentials != self._credentials:  # rotated by the app since the last batch
             self._write(("credentials", credentials))
             self._credentials = credentials
-        self._write(("spans", destination, len(wires), payload))
+        self._next_id += 1
+        batch_id = self._next_id
+        self._write(("spans", destination, len(wires), payload, batch_id))
+        self.unacked[batch_id] = (destination, len(wires), payload)
+        self.unacked_spans += len(wires)
         self.sent += len(wires)
 
     def warm(self, tracking_uri: str, experiment_name: str) -> None:
         """Ask the process to open the store and resolve the experiment before any span."""
         self._write(("warm", tracking_uri, experiment_name))
+
+    def take_unacked(self) -> list:
+        """The batches the process never reported done, given up by it: (destination,
+        count, pickle) each, oldest first."""
+        batches = list(self.unacked.values())
+        self.unacked.clear()
+        self.unacked_spans = 0
+        return batches
 
     def idle(self) -> bool:
         if self.finished:
@@ -276,7 +301,9 @@ class ProcessSink:
                 close()
             except Exception:
                 pass
-        left = 0 if self.said_bye else self.sent - self.exported - sum(self.dropped.values())
+        left = 0 if self.said_bye else self.unacked_spans
+        self.unacked.clear()
+        self.unacked_spans = 0
         self.finished = True
         return max(0, left)
 
@@ -304,6 +331,9 @@ class Sinks:
         self.local: LocalSink | None = None  # made when needed
         self.lost: collections.Counter = collections.Counter()  # in a process that died
         self.gone_exported = 0  # written by an exporter process that died later
+        # Spans held on the sinks' side for the store (kept for the exporter process, or
+        # in the local Writer): updated by the exporter thread, read by ``submit``.
+        self.backlog = 0
         self._records_since = None  # when spans started waiting
         # Forked while the parent's thread was inside MLflow: this process must not use
         # MLflow itself (a lock or connection may be stuck); its exporter process does.
@@ -350,8 +380,8 @@ class Sinks:
         now = time.monotonic()
         if self._records_since is None:
             self._records_since = now
-        if now - self._records_since < PROCESS_AFTER and queued < batch_size:
-            return
+        if now - self._records_since < PROCESS_AFTER and queued < batch_size and not self.mlflow_unsafe:
+            return  # (a process forked mid-MLflow-call cannot write itself: start it now)
         self.process_tried = True
         if not self.settings.export_process:
             return
@@ -371,31 +401,41 @@ class Sinks:
             self.process_died(process)
 
     def process_died(self, process) -> None:
-        """An exporter process that exited unexpectedly: count what it held, go local."""
-        lost = process.sent - process.exported - sum(process.dropped.values())
+        """An exporter process that exited unexpectedly: what it had not finished is
+        written from this thread (MLflow upserts spans: nothing twice), as later spans."""
         code = process.process.poll() if process.process is not None else None
-        if lost > 0:
-            self.lost[f"the exporter process exited (code {code})"] += lost
+        unfinished = process.take_unacked()
         self.lost.update(process.dropped)
         self.gone_exported += process.exported
         self.process = None
         process.abandon()
+        local = self.local_sink()
+        for destination, count, payload in unfinished:
+            local.writer.add(destination, count, payload)
+        self.update_backlog()
         _log.info(
             "synalinks-obs: the exporter process exited (code %s); writing spans from the "
-            "app's process", code,
+            "app's process (%d it had not written)", code, sum(batch[1] for batch in unfinished),
+        )
+
+    def update_backlog(self) -> None:
+        process, local = self.process, self.local
+        self.backlog = (process.unacked_spans if process is not None else 0) + (
+            local.writer.pending if local is not None else 0
         )
 
     def choose(self, urgent: bool, deadline: float | None = None):
         """Where spans go now: the exporter process once it is ready; until then (if
         they cannot wait) or without it, the Writer in this thread; None: wait.
-        ``deadline``: the end of the exit flush, when it is running."""
+        ``deadline``: the end of the exit flush, when it is running. (A process forked
+        mid-MLflow-call waits for its own exporter process.)"""
         process = self.process
         if process is not None and not process.finished:
             if process.ready:
                 return process
             if not urgent or self.mlflow_unsafe or self._wait_for_start(process, deadline):
                 return None  # starting: keep the records a little longer
-        elif process is None and not self.process_tried and not urgent:
+        elif process is None and not self.process_tried and (not urgent or self.mlflow_unsafe):
             if self.settings.export_process:
                 return None  # it may start soon (see maybe_start_process)
         return self.local_sink()
@@ -444,10 +484,26 @@ class Sinks:
                 report(exc)
         if process is not None:
             process.wait(deadline)
+            if process.finished and not process.said_bye and process.unacked:
+                # It died during the exit flush: write what it left from here, in budget.
+                self.process_died(process)
+                try:
+                    self.local.close(deadline)
+                except Exception as exc:
+                    report(exc)
 
     def abandon_local(self) -> int:
         """The local Writer's backlog, given up (exit budget spent); how many spans."""
         return self.local.abandon() if self.local is not None else 0
+
+    def stuck_reason(self) -> str:
+        """What held the exit flush up past its budget ('' when not known)."""
+        if self.local is not None and self.local.writer.writing is not None:
+            return self.local.writer.stuck_reason()
+        process = self.process
+        if process is not None and not process.said_bye and process.unacked:
+            return " (the exporter process had not finished writing)"
+        return ""
 
     def abandon_process(self) -> int:
         """Stop an exporter process that did not say bye; how many spans it held."""

@@ -37,6 +37,16 @@ def _label(owner) -> str:
     return getattr(owner, "__name__", repr(owner))
 
 
+def _put_back(patch: Patch) -> None:
+    if patch.original is MISSING:
+        try:
+            delattr(patch.owner, patch.name)
+        except AttributeError:
+            pass
+    else:
+        setattr(patch.owner, patch.name, patch.original)
+
+
 class PatchRegistry:
     """Applies, lists and reverts patches; ``owner.name`` is patched at most once."""
 
@@ -74,16 +84,20 @@ class PatchRegistry:
             if group is not None and patch.group != group:
                 kept.append(patch)
                 continue
-            if patch.original is MISSING:
-                try:
-                    delattr(patch.owner, patch.name)
-                except AttributeError:
-                    pass
-            else:
-                setattr(patch.owner, patch.name, patch.original)
+            _put_back(patch)
             self._index.pop((id(patch.owner), patch.name), None)
             reverted += 1
         self._patches = list(reversed(kept))
+        return reverted
+
+    def revert_newest(self, count: int) -> int:
+        """Put back the ``count`` most recent patches (newest first); how many were."""
+        reverted = 0
+        while reverted < count and self._patches:
+            patch = self._patches.pop()
+            _put_back(patch)
+            self._index.pop((id(patch.owner), patch.name), None)
+            reverted += 1
         return reverted
 
     def describe(self) -> list[str]:

@@ -80,12 +80,14 @@ def _enable_from_synalinks(arguments: dict) -> None:
             "which ignores %s", ", ".join(ignored), "this argument" if len(ignored) == 1 else "these arguments",
             log=_log,
         )
-    RUNTIME.training_options = {k: v for k, v in training.items() if v is not None}
-    synalinks_compat.record_observability_config(options.get("tracking_uri"), options.get("experiment_name"))
     try:
+        RUNTIME.training_options = {k: v for k, v in training.items() if v is not None}
+        synalinks_compat.record_observability_config(options.get("tracking_uri"), options.get("experiment_name"))
         synalinks_obs.enable(_source="synalinks", **options)
     except ValueError as exc:  # a bad value: one line, the app goes on untraced
         reporting.say(str(exc))
+    except Exception as exc:  # ours: the app's call returns as Synalinks' own would
+        reporting.internal_error("synalinks.enable_observability() routed to synalinks-obs", exc)
 
 
 def routed_is_observability_enabled():

@@ -1,18 +1,19 @@
 """The exporter process's wire protocol: frames of a 4-byte big-endian length and a pickle.
 
 The app sends ``("warm", tracking_uri, experiment_name)`` (open the store now, before
-any span: start-up activation), ``("spans", destination, count, pickled_wires)``, before
-them ``("credentials", {name: value})`` when its ``MLFLOW_TRACKING_*`` variables changed
-since the last batch (``tracking_environment``: a token or password the app rotates
-reaches the writes, as it reaches MLflow's own client in the app), and, at exit,
-``("close", seconds)`` (how long the last writes may take); EOF on the process's stdin
-means "finish and exit". The process answers on the file descriptor given as its first
-argument with ``("hello", pid)`` once MLflow is imported, ``("done", exported,
-{reason: dropped}, held)`` after every write (``held``: spans waiting for a store that
-is failing), ``("experiment", key, experiment_id)`` when it resolved one,
-``("problem", text)`` when the store starts failing, ``("rejected", text)`` when it
-refuses the credentials, ``("warning", text)``, and
-``("bye", ...)`` as its last word.
+any span: start-up activation), ``("spans", destination, count, pickled_wires,
+batch_id)``, before them ``("credentials", {name: value})`` when its
+``MLFLOW_TRACKING_*`` variables changed since the last batch (``tracking_environment``: a
+token or password the app rotates reaches the writes, as it reaches MLflow's own client
+in the app), and, at exit, ``("close", seconds)`` (how long the last writes may take);
+EOF on the process's stdin means "finish and exit". The process answers on the file
+descriptor given as its first argument with ``("hello", pid)`` once MLflow is imported,
+``("done", exported, {reason: dropped}, held, [batch_id, ...])`` after every write
+(``held``: spans waiting for a store that is failing; the ids: batches now written or
+dropped and counted, which the app no longer keeps for a resend), ``("experiment", key,
+experiment_id)`` when it resolved one, ``("problem", text)`` when the store starts
+failing, ``("rejected", text)`` when it refuses the credentials, ``("warning", text)``,
+and ``("bye", ...)`` (as "done") as its last word.
 """
 
 from __future__ import annotations

@@ -3,10 +3,15 @@
 Started by the app's exporter thread (``export.sinks.ProcessSink``) with the same Python
 (``python -P -c ...``: the app's directory is not on its path) so that MLflow's span
 building and SQLAlchemy work run on another core, not the app's GIL. Once started (its
-imports done, and the store opened when the app asks at start-up) it runs at a lower
-priority; it ignores Ctrl-C (the app decides when it stops: EOF on stdin), writes until the
-app says "close" (with the time left) or goes away, reports progress after every write
-(``store.protocol``), and leaves without the interpreter's teardown.
+imports done, the store opened by its first write or, when the app asks at start-up,
+before any span) it runs at a lower priority; it ignores Ctrl-C (the app decides when
+it stops: EOF on stdin), writes until the app says "close" (with the time left) or goes away, reports progress after every write
+(``store.protocol``: with the ids of the batches it is done with, so the app can resend
+the others if this process dies), and leaves without the interpreter's teardown.
+
+Bounded memory: the spans read but not yet handed to the ``Writer`` count against the
+same ``max_spans`` as its backlog; while a write is in progress (a slow store) a batch
+that would not fit is refused at once (dropped and counted), never queued.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ def main(argv=None) -> int:
     inbox: collections.deque = collections.deque()
     wake = threading.Condition(threading.Lock())
     out_lock = threading.Lock()
+    waiting = [0]  # spans in the inbox (under ``wake``)
 
     def send(*message) -> None:
         with out_lock:
@@ -57,6 +63,12 @@ def main(argv=None) -> int:
             except Exception:
                 message = None
             with wake:
+                if message is not None and message[0] == "spans":
+                    count = message[2]
+                    if waiting[0] + writer.pending + count > max_spans:
+                        message = ("full", message[1], count, *message[4:])  # payload freed
+                    else:
+                        waiting[0] += count
                 inbox.append(message)
                 wake.notify()
             if message is None:
@@ -93,8 +105,13 @@ def main(argv=None) -> int:
                 break
             kind = message[0]
             if kind == "spans":
-                _, destination, count, payload = message
-                writer.add(destination, count, payload)
+                _, destination, count, payload, *tag = message
+                with wake:
+                    waiting[0] -= count
+                writer.add(destination, count, payload, *tag)
+            elif kind == "full":
+                _, destination, count, *tag = message
+                writer.refuse(destination, count, *tag)
             elif kind == "credentials":  # the app's MLFLOW_TRACKING_* changed
                 protocol.apply_tracking_environment(message[1])
                 writer.forget_rejections()
@@ -109,20 +126,21 @@ def main(argv=None) -> int:
             )
         else:
             wait = writer.pump()
-        if not niced:
-            # In the background once started (and the store opened, when the app asked
-            # at start-up): when cores are scarce, the app goes first.
+        if not niced and (writer.warmed or writer.exported or writer.held or writer.dropped):
+            # In the background once started (imported, the store opened and its schema
+            # created at full speed): when cores are scarce, the app goes first.
             niced = True
             try:
                 os.nice(10)
             except OSError:
                 pass
         state = (writer.exported, dict(writer.dropped), writer.held)
-        if state != reported:
+        finished, writer.finished_tags = writer.finished_tags, []
+        if state != reported or finished:
             reported = state
-            send("done", *state)
+            send("done", *state, finished)
         if closing or stop.is_set() or os.getppid() != parent:
-            send("bye", *state)
+            send("bye", *state, [])
             return 0
 
 

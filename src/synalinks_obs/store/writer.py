@@ -72,13 +72,14 @@ class _StoreState:
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts")
+    __slots__ = ("destination", "count", "payload", "attempts", "tag")
 
-    def __init__(self, destination, count, payload):
+    def __init__(self, destination, count, payload, tag=None):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
+        self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
 
     def wires(self):
         payload = self.payload
@@ -99,6 +100,12 @@ class Writer:
         self._clients: dict = {}
         self._versions_checked: set = set()  # tracking URIs whose server version passed
         self._notify = notify or (lambda *message: None)
+        # Tags of the batches done with since the caller last took them (written, or
+        # dropped and counted): the exporter process reports them, so the app knows
+        # which batches it no longer needs to keep for a resend.
+        self.finished_tags: list = []
+        self.warmed = False  # warm_up() has run (the store opened, or found failing)
+        self.writing = None  # (tracking URI, monotonic start) of the write in progress
 
     @property
     def held(self) -> int:
@@ -111,16 +118,24 @@ class Writer:
         return held
 
     # -- intake -------------------------------------------------------------------------
-    def add(self, destination, count: int, payload) -> None:
+    def add(self, destination, count: int, payload, tag=None) -> None:
         state = self._stores.get(destination.tracking_uri)
         if state is not None and time.monotonic() < state.rejected_until:
             self._drop(count, state.reason)
+            if tag is not None:
+                self.finished_tags.append(tag)
             return
         if self.pending + count > self.max_spans:
-            self._drop(count, self._full_reason(destination))
+            self.refuse(destination, count, tag)
             return
-        self._chunks.append(_Chunk(destination, count, payload))
+        self._chunks.append(_Chunk(destination, count, payload, tag))
         self.pending += count
+
+    def refuse(self, destination, count: int, tag=None) -> None:
+        """A batch that does not fit in ``max_spans``: dropped and counted."""
+        self._drop(count, self._full_reason(destination))
+        if tag is not None:
+            self.finished_tags.append(tag)
 
     def _full_reason(self, destination) -> str:
         state = self._stores.get(destination.tracking_uri)
@@ -160,7 +175,13 @@ class Writer:
                 self._notify("experiment", key, found)
             self._client(tracking_uri)
         except Exception as exc:
-            self._failed(tracking_uri, exc)
+            refused = rejection(tracking_uri, exc) if uris.is_http(tracking_uri) else None
+            if refused is not None:  # a refused password: said once, not retried for a while
+                self._rejected(tracking_uri, refused, [], 0)
+            else:
+                self._failed(tracking_uri, exc)
+        finally:
+            self.warmed = True
 
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
@@ -281,7 +302,11 @@ class Writer:
             if uri not in self._versions_checked:
                 check_server_version(uri, client)
                 self._versions_checked.add(uri)
-            client.log_spans(experiment_id, spans)
+            self.writing = (uri, time.monotonic())
+            try:
+                client.log_spans(experiment_id, spans)
+            finally:
+                self.writing = None
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
@@ -297,15 +322,17 @@ class Writer:
                 return True
             return False
         self._ok(uri)
+        if destination.run_id is not None:  # before the batch counts as written (flush)
+            self._link_to_run(destination, experiment_id, wires)
         self.pending -= count
         self.exported += count
-        if destination.run_id is not None:
-            self._link_to_run(destination, experiment_id, wires)
+        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
         return True
 
     def _done_with(self, batch, count, reason) -> None:
         self.pending -= count
         self._drop(count, reason)
+        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
 
     def _link_to_run(self, destination, experiment_id, wires) -> None:
         """Give each finished root of a run's traces MLflow's source-run metadata.
@@ -361,6 +388,14 @@ class Writer:
             state = self._stores.get(chunk.destination.tracking_uri)
             reason = state.reason if state is not None and state.reason else timeout_reason
             self._done_with([chunk], chunk.count, reason)
+
+    def stuck_reason(self) -> str:
+        """Why a deadline passed while this writer was busy: '' or ' (a write to ...)'."""
+        writing = self.writing
+        if writing is None:
+            return ""
+        uri, since = writing
+        return f" (a write to {uris.display(uri)} had not returned after {time.monotonic() - since:.0f} s)"
 
     def _drop_destination_uri(self, uri, reason) -> None:
         keep = collections.deque()

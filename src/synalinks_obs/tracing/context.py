@@ -11,8 +11,11 @@ Parent-child comes from a context of our own, never from Synalinks' ``CallContex
   ``@mlflow.trace`` inside a module nest under it, and a call made inside a user's MLflow
   span joins that span's trace (``records.begin``).
 - ``DESTINATION_OVERRIDE`` sends the traces started in a context elsewhere (a training
-  run, see ``training.monitor``); ``RUNTIME.active_runs`` keeps the runs in progress for
-  threads, which do not inherit ContextVars.
+  run, see ``training.monitor``): the ``fit()`` task and the tasks it starts inherit it.
+  Threads do not inherit ContextVars: ``tracing.threads`` carries the run over to the
+  threads and thread-pool work that the run's own work starts (``RUNTIME.run_threads``),
+  and ``run_destination`` answers for all of them, only while the run is in
+  ``RUNTIME.active_runs``. Any other thread's calls stay on the tracing side.
 
 ``enter``/``leave`` are the only functions that set and reset both contexts.
 """
@@ -20,6 +23,7 @@ Parent-child comes from a context of our own, never from Synalinks' ``CallContex
 from __future__ import annotations
 
 import contextvars
+import threading
 
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -149,9 +153,29 @@ def pop_run_destination(destination) -> None:
         RUNTIME.active_runs.remove(destination)
     except ValueError:
         pass
+    forget_run_threads(destination)
 
 
-def run_destination_fallback():
-    """The destination of the most recently started active run, if any (any thread)."""
-    runs = RUNTIME.active_runs
-    return runs[-1] if runs else None
+def forget_run_threads(destination) -> None:
+    """Forget the threads a run's work started (the run has ended)."""
+    threads = RUNTIME.run_threads
+    for thread in [t for t, d in list(threads.items()) if d == destination]:
+        threads.pop(thread, None)
+
+
+def run_destination():
+    """The destination of the training run the current code works for, or None.
+
+    That is the run of this task (``DESTINATION_OVERRIDE``, set by the run's Monitor in
+    ``fit()``'s task, or for a thread-pool work item submitted by the run's work), else
+    of the thread, if the run's work started it; only while that run is active. Code on
+    any other thread, or another task, works for no run."""
+    destination = DESTINATION_OVERRIDE.get()
+    if destination is None:
+        threads = RUNTIME.run_threads
+        if not threads:
+            return None
+        destination = threads.get(threading.current_thread())
+        if destination is None:
+            return None
+    return destination if destination in RUNTIME.active_runs else None

@@ -5,7 +5,9 @@ such as a training run; program building to the ``-build`` companion experiment)
 what kind of trace it is (a trace tag: call, build, training, evaluation), samples whole
 traces, joins a user's MLflow trace when a call runs inside one, registers our live traces with MLflow's in-memory trace manager when
 MLflow asks (so spans a user opens with ``mlflow.start_span`` inside a module call are
-accepted as children of ours), and hands finished records to the exporter.
+accepted as children of ours), and hands finished records to the exporter. A training
+run's observer (``RUNTIME.run_observers``, see ``training.feedback``) hears when a trace
+of its run starts (the root call's arguments) and ends (its outputs, error and cost).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Tracer:
         """
         symbolic = bool(args) and is_symbolic_call(args)
         if destination is None:
-            destination = context.DESTINATION_OVERRIDE.get() or context.run_destination_fallback()
+            destination = context.run_destination()
             if destination is None or (destination.run_id is not None and symbolic):
                 destination = self.destination
         origin = destination
@@ -72,6 +74,10 @@ class Tracer:
         )
         if sampled:
             RUNTIME.live_traces[trace.otel_trace_id] = (trace, self)  # see register_with_mlflow
+            if destination.run_id is not None and not symbolic:
+                observer = RUNTIME.run_observers.get(destination.run_id)
+                if observer is not None:
+                    observer.trace_started(trace, args)
         return trace
 
     def register_with_mlflow(self, trace: TraceRecord, manager=None) -> str | None:
@@ -142,6 +148,11 @@ class Tracer:
         trace = record.trace
         if record.parent_span_id is None:  # the trace's root
             RUNTIME.live_traces.pop(trace.otel_trace_id, None)
+            run_id = trace.destination.run_id
+            if run_id is not None:
+                observer = RUNTIME.run_observers.get(run_id)
+                if observer is not None:
+                    observer.trace_ended(trace, outputs, error, record.cost)
             if trace.registered:
                 trace.registered = False
                 try:

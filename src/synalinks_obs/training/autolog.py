@@ -6,7 +6,8 @@ While tracing is on (and ``autolog_training`` is), a ``fit()`` or standalone
 A Monitor the user passes wins (ours, or Synalinks' own ``synalinks.callbacks.Monitor``):
 one ``fit()`` is never two runs, and while one of our Monitors logs, Synalinks'
 ``CallbackList`` adds no built-in Monitor. The wrapper also ends our Monitors' runs
-``FAILED`` when ``fit()`` raises or is interrupted (whether or not tracing is on).
+``FAILED`` when ``fit()`` raises or is interrupted (whether or not tracing is on), and
+still ends them ``FAILED`` when that abort itself fails.
 
 Safe call: the wrapped method runs exactly once with the caller's arguments (a call that
 does not bind raises the very ``TypeError`` it would raise unwrapped); an error of ours
@@ -23,6 +24,8 @@ import inspect
 from synalinks_obs import reporting
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
+from synalinks_obs.tracing import threads
+from synalinks_obs.training import feedback
 
 GROUP = "training"
 # True while a fit() or evaluate() runs with one of our Monitors: Synalinks' CallbackList
@@ -121,6 +124,8 @@ def _wrap(original, kind: str):
         new_callbacks, monitors = plan
         if new_callbacks is not callbacks:
             bound.arguments["callbacks"] = new_callbacks
+        for monitor in monitors:
+            monitor._call_arguments = dict(bound.arguments)  # its datasets when Synalinks hides them
         own_token = _OWN_MONITOR.set(True)
         fit_token = _IN_FIT.set(True) if kind == "fit" else None
         try:
@@ -130,9 +135,15 @@ def _wrap(original, kind: str):
                 try:
                     monitor._abort(error)
                 except Exception as exc:
+                    try:  # the run must not stay RUNNING: end it without the details
+                        monitor._end_open_run("FAILED")
+                    except Exception:
+                        pass
                     reporting.internal_error("ending a failed training run", exc)
             raise
         finally:
+            for monitor in monitors:
+                monitor._call_arguments = None
             if fit_token is not None:
                 _IN_FIT.reset(fit_token)
             _OWN_MONITOR.reset(own_token)
@@ -141,7 +152,11 @@ def _wrap(original, kind: str):
 
 
 def install(registry) -> None:
-    """Wrap ``Trainer.fit`` / ``Trainer.evaluate`` (idempotent, reverted by uninstrument)."""
+    """Wrap ``Trainer.fit`` / ``Trainer.evaluate`` (idempotent, reverted by uninstrument),
+    with what a run needs from its traces: the threads its work starts follow it
+    (``tracing.threads``), its per-example scores are matched (``training.feedback``)."""
+    threads.install(registry)
+    feedback.install(registry)
     with RUNTIME.lock:
         trainer = synalinks_compat.trainer_class()
         if trainer is None or registry.is_patched(trainer, "fit"):

@@ -18,14 +18,21 @@ opens one MLflow run per ``fit()`` and logs:
   ``model/state_tree.json`` (the program's variables, restorable with ``restore_state``)
   and ``model/model_info.json`` (name, description, number of trainable variables...);
 - **tags**: yours, plus ``synalinks.program``, ``synalinks.run_type`` and the usual
-  ``mlflow.source.*`` / ``mlflow.user``.
+  ``mlflow.source.*`` / ``mlflow.user``;
+- and, through ``training.session``: each example's reward (and compiled metrics) as
+  MLflow feedback on its trace, ``y`` as an expectation; the datasets as the run's
+  inputs; the state and a readable diff of each epoch that changed it under
+  ``model/epochs/<n>/`` and the best epoch tagged; the learned prompts in the Prompt
+  Registry; the program as an MLflow pyfunc model under ``model/``; a cost budget.
 
 Params, tags and artifacts are masked like spans (``training.privacy``): secret keys,
 credential patterns, the user's redact function; the few-shot examples of the state tree
 can be left out (``log_training_examples=False``).
 
-The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted. A
-standalone ``program.evaluate(callbacks=[monitor])`` gets a run of its own.
+The run ends ``FINISHED``, or ``FAILED`` when ``fit()`` raises or is interrupted, once
+the traces of its calls are written (``training.run_end``: a run whose traces cannot be
+written in time is ended when they are, at exit at the latest). A standalone
+``program.evaluate(callbacks=[monitor])`` gets a run of its own.
 
 While a run is active, the traces of module calls made during ``fit()`` go to the run's
 experiment and carry MLflow's source-run metadata (``mlflow.search_traces(run_id=...)``
@@ -43,60 +50,27 @@ case) and training goes on.
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
-import tempfile
 import threading
 import time
-from urllib.parse import urlparse
 
 from synalinks_obs import reporting, uris
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
-from synalinks_obs.store import health
-from synalinks_obs.store.experiments import resolve_experiment
-from synalinks_obs.tracing import context
-from synalinks_obs.tracing.records import Destination
-from synalinks_obs.training import autolog, privacy
-from synalinks_obs.training.plot import render_png, render_svg, render_text
+from synalinks_obs.training import artifacts, autolog, budget, mlflow_run, privacy, run_end
+from synalinks_obs.training.mlflow_run import TrainingRun, why
 from synalinks_obs.training.program import (
-    describe_program,
     lm_usage,
-    program_description,
-    program_name,
     program_params,
-    synalinks_version,
 )
-from synalinks_obs.training.state import model_info, program_state
+from synalinks_obs.training.session import RunSession
 
 __all__ = ["Monitor"]
 
-PLOTS_DIR = "program_plots"
 _MAX_PARAM_CHARS = 6000
 _LOCK = threading.Lock()  # step counters (batch callbacks may run on executor threads)
 _log = reporting.logger(__name__)
 Callback = synalinks_compat.callback_class()
-
-
-class _Run:
-    """The MLflow run a Monitor is logging to (one fit() or one evaluate())."""
-
-    def __init__(self, client, run, tracking_uri, experiment_name, kind):
-        self.client = client
-        self.run_id = run.info.run_id
-        self.experiment_id = run.info.experiment_id
-        self.artifact_uri = run.info.artifact_uri
-        self.tracking_uri = tracking_uri
-        self.experiment_name = experiment_name
-        self.kind = kind
-        self.destination = None
-        self.token = None
-        self.t0 = time.perf_counter()
-        self.artifacts_failed = False
-        self.broken = False  # the store failed a call: nothing more is sent for this run
-        self.last_step = 0
-        self.policy = privacy.current_policy()  # how params, tags and artifacts are masked
 
 
 class Monitor(Callback):
@@ -112,12 +86,26 @@ class Monitor(Callback):
         log_epoch_metrics (bool): log metrics per epoch, ``step=epoch`` (default True).
         log_program_plot (bool): log the program plot under ``program_plots/`` at the start
             of training (default True).
-        log_program_model (bool): log ``model/state_tree.json`` and
-            ``model/model_info.json`` at the end of training (default True).
+        log_program_model (bool): log the program as an MLflow pyfunc model under
+            ``model/`` (with ``state_tree.json`` and ``model_info.json``) at the end of
+            training, and each epoch's changed state under ``model/epochs/<n>/``
+            (default True).
         tags (dict): extra run tags (default ``{}``).
         log_training_examples (bool): keep the few-shot examples (taken from the training
             data, masked) in ``model/state_tree.json`` (default: the
             ``log_training_examples`` setting, true).
+        registered_model_name (str): also register the logged model under this name in
+            the Model Registry (default: not registered).
+        register_prompts (bool): register each trainable module's learned prompt in the
+            Prompt Registry, a new version when it changes (default True).
+        log_inputs (bool): log the training, validation and evaluation data as the run's
+            dataset inputs (default True).
+        dataset_preview_rows (int): rows of each dataset stored as a preview under
+            ``datasets/`` (default 20; None: every row).
+        log_feedback (bool): log each example's reward and per-example metrics as MLflow
+            feedback on its trace, ``y`` as an expectation (default True; needs tracing).
+        max_cost_usd (float): stop training once the run's LM cost passes this many US
+            dollars (default None: no budget).
     """
 
     # Our batch handlers are thread-safe: Synalinks may dispatch them on its executor.
@@ -134,6 +122,12 @@ class Monitor(Callback):
         log_program_model=True,
         tags=None,
         log_training_examples=None,
+        registered_model_name=None,
+        register_prompts=True,
+        log_inputs=True,
+        dataset_preview_rows=20,
+        log_feedback=True,
+        max_cost_usd=None,
     ):
         super().__init__()
         self.experiment_name = experiment_name
@@ -145,9 +139,17 @@ class Monitor(Callback):
         self.log_program_model = bool(log_program_model)
         self.tags = dict(tags or {})
         self.log_training_examples = None if log_training_examples is None else bool(log_training_examples)
+        self.registered_model_name = registered_model_name or None
+        self.register_prompts = bool(register_prompts)
+        self.log_inputs = bool(log_inputs)
+        self.dataset_preview_rows = None if dataset_preview_rows is None else max(0, int(dataset_preview_rows))
+        self.log_feedback = bool(log_feedback)
+        self.max_cost_usd = budget.validated(max_cost_usd)
+        self._session: RunSession | None = None
+        self._call_arguments = None  # fit()/evaluate()'s arguments (set by the wrapper)
         self.autolog = False  # True for the Monitor autolog adds
         self.run_id = None  # id of the last run this Monitor opened
-        self._run: _Run | None = None
+        self._run: TrainingRun | None = None
         self._in_training = False
         self._steps = {"train": 0, "val": 0, "test": 0}
         self._epoch_t0 = None
@@ -171,17 +173,27 @@ class Monitor(Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_t0 = time.perf_counter()
         self._epoch_usage = self._guard("usage", lm_usage, self.program)
+        if self._session is not None:
+            self._session.epoch_begins(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         run = self._run
-        if run is None or not self.log_epoch_metrics:
+        if run is None:
             return
-        metrics = _numeric(logs)
-        if self._epoch_t0 is not None:
-            metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
-        metrics.update(self._usage_delta("epoch", self._epoch_usage))
         run.last_step = epoch
-        self._store("metrics", self._log_metrics, metrics, epoch)
+        if self.log_epoch_metrics:
+            metrics = _numeric(logs)
+            if self._epoch_t0 is not None:
+                metrics["epoch_duration_s"] = time.perf_counter() - self._epoch_t0
+            metrics.update(self._usage_delta("epoch", self._epoch_usage))
+            self._store("metrics", self._log_metrics, metrics, epoch)
+        if self._session is not None:
+            self._session.epoch_ends(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        session = self._session
+        if session is not None:
+            self._guard("the cost budget", session.batch_begins)
 
     def on_train_batch_end(self, batch, logs=None):
         self._log_batch("train", logs)
@@ -197,12 +209,17 @@ class Monitor(Callback):
             self._store("metrics", self._log_metrics, metrics, run.last_step)
         if self.log_program_model:
             self._guard("program model", self._log_program_model)
+            if self._session is not None:
+                self._guard("the MLflow model", self._session.log_model)
         self._end_run("FINISHED")
 
     # -- evaluate() -------------------------------------------------------------------
     def on_test_begin(self, logs=None):
         if self._in_training:
-            return  # validation inside fit(): its metrics come with the epoch's, as val_*
+            # Validation inside fit(): its metrics come with the epoch's, as val_*.
+            if self._session is not None:
+                self._session.validation_begins()
+            return
         self._end_open_run("FAILED")
         self._steps = {"train": 0, "val": 0, "test": 0}
         if self._start_run("evaluate"):
@@ -213,6 +230,8 @@ class Monitor(Callback):
 
     def on_test_end(self, logs=None):
         run = self._run
+        if self._in_training and self._session is not None:
+            self._session.validation_ends()
         if self._in_training or run is None:
             return
         metrics = _numeric(logs)
@@ -227,15 +246,20 @@ class Monitor(Callback):
         run = self._run
         if run is None:
             return
-        message = reporting.first_line(error)
-        self._store(
-            "tags",
-            run.client.set_tag,
-            run.run_id,
-            "synalinks.error",
-            privacy.text(run.policy, f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__),
-        )
-        self._end_run("FAILED")
+        try:
+            message = reporting.first_line(error)
+            self._store(
+                "tags",
+                run.client.set_tag,
+                run.run_id,
+                "synalinks.error",
+                privacy.text(
+                    run.policy,
+                    f"{type(error).__name__}: {message}"[:5000] if message else type(error).__name__,
+                ),
+            )
+        finally:  # the tag may fail; the run still ends FAILED
+            self._end_run("FAILED")
 
     # -- the run ----------------------------------------------------------------------
     def _start_run(self, kind: str) -> bool:
@@ -247,49 +271,19 @@ class Monitor(Callback):
             self._warn(
                 "start",
                 f"synalinks-obs: cannot start the MLflow run for {kind} "
-                f"({_why(self._tracking_uri(), exc)}); training goes on unlogged",
+                f"({why(self._tracking_uri(), exc)}); training goes on unlogged",
             )
             return False
         self.run_id = self._run.run_id
-        self._activate_traces(self._run)
+        self._session = RunSession(self, self._run)
+        mlflow_run.route_traces(self._run)
+        self._session.start()
         return True
 
-    def _create_run(self, kind: str) -> _Run:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-        from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        program = self.program
-        name = program_name(program)
-        tracking_uri = self._tracking_uri()
-        if uris.is_http(tracking_uri):
-            health.probe(tracking_uri)  # fail fast: MLflow's own client retries for minutes
-        experiment_name = self.experiment_name or name
-        experiment_id = resolve_experiment(tracking_uri, experiment_name)
-        run_name = self.run_name or f"{name}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tags = {
-            "synalinks.program": name,
-            "synalinks.program_class": type(program).__name__ if program is not None else "",
-            "synalinks.run_type": kind,
-            "synalinks_obs.autolog": str(self.autolog).lower(),
-        }
-        version = synalinks_version()
-        if version:
-            tags["synalinks.version"] = version
-        description = program_description(program)
-        if description:
-            tags["synalinks.program_description"] = description[:5000]
-        tags.update({str(k): str(v) for k, v in self.tags.items()})
-        tags = privacy.params(privacy.current_policy(), tags)
-        active = mlflow.active_run()
-        if active is not None and active.info.experiment_id == experiment_id and (
-            uris.same_store(mlflow.get_tracking_uri(), tracking_uri)
-        ):
-            tags.setdefault(MLFLOW_PARENT_RUN_ID, active.info.run_id)
-        client = MlflowClient(tracking_uri)
-        run = client.create_run(experiment_id, run_name=run_name, tags=resolve_tags(tags))
-        return _Run(client, run, tracking_uri, experiment_name, kind)
+    def _create_run(self, kind: str) -> TrainingRun:
+        return mlflow_run.create_run(
+            self.program, kind, self._tracking_uri(), self.experiment_name, self.run_name, self.tags, self.autolog
+        )
 
     def _tracking_uri(self) -> str:
         tracer = RUNTIME.tracer
@@ -297,48 +291,36 @@ class Monitor(Callback):
             return uris.resolve(self.tracking_uri).uri
         return tracer.destination.tracking_uri  # the store tracing writes to
 
-    def _activate_traces(self, run: _Run) -> None:
-        """Send the traces of calls made from now on to the run (this task, then any thread)."""
-        run.destination = Destination(
-            run.tracking_uri, run.experiment_name, run.experiment_id, run.run_id,
-            trace_kind="training" if run.kind == "train" else "evaluation",
-        )
-        run.token = context.DESTINATION_OVERRIDE.set(run.destination)
-        context.push_run_destination(run.destination)
-
-    def _deactivate_traces(self, run: _Run) -> None:
-        if run.destination is None:
-            return
-        context.pop_run_destination(run.destination)
-        if run.token is not None:
-            try:
-                context.DESTINATION_OVERRIDE.reset(run.token)
-            except ValueError:  # ended from another context than the one it started in
-                if context.DESTINATION_OVERRIDE.get() == run.destination:
-                    context.DESTINATION_OVERRIDE.set(None)
-        run.token = None
-
     def _end_run(self, status: str) -> None:
+        """Mark the run ``status`` once its traces are written (``training.run_end``);
+        whatever fails on the way, the run is ended (now or when they are written)."""
         run, self._run = self._run, None
+        session, self._session = self._session, None
         if run is None:
             return
-        self._deactivate_traces(run)
-        self._flush_traces()
-        self._store("the end", run.client.set_terminated, run.run_id, status, run=run)
+        written = None  # None: failed and reported; False: not written in time
+        try:
+            try:
+                mlflow_run.unroute_traces(run)
+            except Exception as exc:
+                reporting.internal_error("ending a training run's trace routing", exc)
+            written = run_end.flush_traces(run)
+            if session is not None:  # its feedback needs the traces written
+                try:
+                    session.close(finished=status == "FINISHED" and bool(written))
+                except Exception as exc:
+                    reporting.internal_error("ending a training run's feedback", exc)
+                for key, value in session.finish_tags().items():
+                    self._store("tags", run.client.set_tag, run.run_id, key, value, run=run)
+        finally:
+            if written:
+                run_end.terminate(run, status, self._warn)
+            else:
+                run_end.end_when_written(self, run, status, warned=written is None)
 
     def _end_open_run(self, status: str) -> None:
         if self._run is not None:
             self._end_run(status)
-
-    @staticmethod
-    def _flush_traces() -> None:
-        """Write the run's traces before the run is reported finished (bounded)."""
-        tracer = RUNTIME.tracer
-        if tracer is not None:
-            try:
-                tracer.exporter.flush(min(tracer.settings.flush_timeout, 5.0))
-            except Exception:
-                pass
 
     # -- what is logged ---------------------------------------------------------------
     def _log_params(self) -> None:
@@ -383,45 +365,18 @@ class Monitor(Callback):
         }
 
     def _log_program_plot(self) -> None:
-        program = self.program
-        if program is None:
-            return
-        name = _file_name(program_name(program))
-        description = self._run.policy.value(describe_program(program))
-        with tempfile.TemporaryDirectory(prefix="synalinks-obs-plot-") as folder:
-            _write(os.path.join(folder, f"{name}.txt"), render_text(description))
-            _write(os.path.join(folder, f"{name}.svg"), render_svg(description))
-            self._guard("png plot", render_png, program, folder, f"{name}.png")
-            self._upload(folder, PLOTS_DIR)
+        if self.program is not None:
+            artifacts.log_program_plot(self._run, self.program, self._guard, self._upload)
 
     def _log_program_model(self) -> None:
-        program = self.program
-        if program is None:
-            return
-        keep = self.log_training_examples
-        if keep is None:
-            keep = privacy.current_settings().log_training_examples
-        state = privacy.state_tree(self._run.policy, program_state(program), keep)
-        info = self._run.policy.value(model_info(program, self._run.run_id if self._run else None))
-        with tempfile.TemporaryDirectory(prefix="synalinks-obs-model-") as folder:
-            _write(os.path.join(folder, "state_tree.json"), _dumps(state))
-            _write(os.path.join(folder, "model_info.json"), _dumps(info))
-            self._upload(folder, "model")
+        if self.program is not None:
+            artifacts.log_program_model(self._run, self.program, self.log_training_examples, self._upload)
 
     def _upload(self, folder: str, artifact_path: str) -> bool:
-        run = self._run
-        if run is None or run.artifacts_failed:
-            return False
-        try:
-            run.client.log_artifacts(run.run_id, folder, artifact_path)
-            return True
-        except Exception as exc:
-            run.artifacts_failed = True  # one warning per run; later uploads are skipped
-            self._warn("artifacts", _artifact_failure_message(run, exc), once=False)
-            return False
+        return artifacts.upload(self._run, folder, artifact_path, self._warn)
 
     # -- never break training ---------------------------------------------------------
-    def _store(self, what: str, function, *args, run: "_Run | None" = None):
+    def _store(self, what: str, function, *args, run: "TrainingRun | None" = None):
         """A call to the tracking store for the run. MLflow's client already retried: a
         failure means the store is gone, so the rest of the run is not sent."""
         run = run or self._run
@@ -434,7 +389,7 @@ class Monitor(Callback):
             self._warn(
                 "store",
                 f"synalinks-obs: the tracking store at {uris.display(run.tracking_uri)} failed while "
-                f"logging {what} of run {run.run_id} ({_why(run.tracking_uri, exc)}); the rest "
+                f"logging {what} of run {run.run_id} ({why(run.tracking_uri, exc)}); the rest "
                 "of this run is not logged, training goes on",
             )
             return None
@@ -457,36 +412,6 @@ class Monitor(Callback):
         _log.warning(message)
 
 
-def _artifact_failure_message(run: _Run, exc: BaseException) -> str:
-    error = f"{type(exc).__name__}: {reporting.first_line(exc)}"
-    remote = urlparse(run.tracking_uri or "").scheme in ("http", "https")
-    artifact_scheme = urlparse(run.artifact_uri or "").scheme
-    if remote and artifact_scheme in ("", "file"):
-        return (
-            f"synalinks-obs: cannot upload the artifacts of run {run.run_id} ({error}). "
-            f"The MLflow server at {uris.display(run.tracking_uri)} gave this run the artifact location "
-            f"{run.artifact_uri!r}, a path on the server's disk, because it does not proxy "
-            "artifacts: restart it with `--serve-artifacts --default-artifact-root "
-            "mlflow-artifacts:/ --artifacts-destination DIR`. Training goes on; this run "
-            "gets no artifacts."
-        )
-    return (
-        f"synalinks-obs: cannot upload the artifacts of run {run.run_id} to "
-        f"{run.artifact_uri} ({error}); training goes on, this run gets no artifacts"
-    )
-
-
-def _why(tracking_uri, exc: BaseException) -> str:
-    """Why a store call failed, in words: a refusal (401/403) or a probe's own line says
-    what to fix; anything else is the error's first line."""
-    known = exc if isinstance(exc, health.StoreUnavailable) else None
-    if known is None and uris.is_http(tracking_uri):
-        known = health.rejection(tracking_uri, exc)
-    if known is not None:
-        return str(known)
-    return f"{type(exc).__name__}: {reporting.first_line(exc)}"
-
-
 def _numeric(logs) -> dict:
     out = {}
     for key, value in (logs or {}).items():
@@ -497,20 +422,6 @@ def _numeric(logs) -> dict:
         except (TypeError, ValueError):
             continue
     return out
-
-
-def _dumps(value) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-def _file_name(name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return safe or "program"
 
 
 def _ensure_fit_wrapper() -> None:

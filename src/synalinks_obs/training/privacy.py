@@ -8,7 +8,11 @@ environment values masked, then goes through the user's redact function.
 ``model/state_tree.json`` holds the few-shot examples an optimizer picked from the
 training data (``examples``, ``predictions``, ``current_predictions`` and the candidates'
 ``examples``): masked the same way, or left out (``log_training_examples=False``; the
-restored program then has its instructions but no examples).
+restored program then has its instructions but no examples). The same masked state goes
+everywhere a run stores the program's state (``stored_state``: the state tree, each
+epoch's state and diff, the pyfunc model's program); a learned prompt renders those
+examples, so its text is masked with the secret values found in the state
+(``prompt_masker``), and with ``log_training_examples=False`` no prompt is registered.
 """
 
 from __future__ import annotations
@@ -65,3 +69,32 @@ def state_tree(policy: Policy, tree, keep_examples: bool):
     if not keep_examples:
         tree = without_examples(tree)
     return policy.value(tree)
+
+
+def keep_examples(flag=None) -> bool:
+    """A Monitor's ``log_training_examples`` (None: the setting)."""
+    return current_settings().log_training_examples if flag is None else bool(flag)
+
+
+def stored_state(policy: Policy, program, keep=None) -> dict:
+    """The program's state as a run stores it, wherever it goes (masked; examples kept
+    or left out)."""
+    from synalinks_obs.training.state import program_state
+
+    return state_tree(policy, program_state(program), keep_examples(keep))
+
+
+def prompt_masker(policy: Policy, program):
+    """``mask(text)`` for a prompt rendered from ``program``'s current state: the secret
+    values under secret keys of that state are masked wherever they appear in it."""
+    from synalinks_obs.training.state import program_state
+
+    masker = policy.masker()
+    masker.plain(program_state(program))  # collects the values found under secret keys
+
+    def mask(text: str) -> str:
+        masked = policy.finish(masker.text(text))
+        return masked if isinstance(masked, str) else str(masked)
+
+    return mask
+

@@ -1,13 +1,17 @@
 """The learned state of a program: saved as ``model/state_tree.json``, restored from a run.
 
 ``program_state`` is what ``Program.set_state_tree`` takes back (trainable and
-non-trainable variables; optimizer and metric variables left out), ``model_info`` the
-summary beside it, and ``restore_state`` loads a run's state into a program built by the
+non-trainable variables; optimizer and metric variables left out): every state a run
+stores (the final one, each epoch's under ``model/epochs/<n>/``, the logged model's) is
+made by it. ``stored_data`` is how training data a run stores (expected outputs,
+dataset previews) is masked. ``model_info`` is the summary beside the state, and
+``restore_state`` loads a run's state (final, or of an epoch) into a program built by the
 same code (its modules may have other names: variables are matched by position).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 
@@ -15,6 +19,7 @@ from synalinks_obs.training.program import modules_of, program_description, prog
 
 STATE_TREE_PATH = "model/state_tree.json"
 MODEL_INFO_PATH = "model/model_info.json"
+EPOCHS_PATH = "model/epochs"
 
 
 def program_state(program) -> dict:
@@ -22,13 +27,23 @@ def program_state(program) -> dict:
 
     ``trainable_variables`` holds what training learns (few-shot examples, optimized
     instructions...); ``non_trainable_variables`` the rest of the program's state.
-    Optimizer and metric variables are left out: they are not needed for inference.
+    Optimizer and metric variables are left out: they are not needed for inference. A
+    copy: training goes on changing the program's own.
     """
     tree = program.get_state_tree()
-    return {
+    return copy.deepcopy({
         "trainable_variables": tree.get("trainable_variables", {}),
         "non_trainable_variables": tree.get("non_trainable_variables", {}),
-    }
+    })
+
+
+def stored_data(value):
+    """Training data as a run stores it (dataset previews, expectations): masked like the
+    spans, by the same policy (keys, value patterns, the user's function; the settings
+    of tracing when it is on, else the environment's)."""
+    from synalinks_obs.training import privacy
+
+    return privacy.current_policy().value(value)
 
 
 def model_info(program, run_id=None) -> dict:
@@ -48,23 +63,51 @@ def model_info(program, run_id=None) -> dict:
     }
 
 
-def restore_state(program, run_id: str, tracking_uri: str | None = None) -> dict:
-    """Load ``model/state_tree.json`` of an MLflow run into ``program``; return the tree.
+def restore_state(program, run_id: str, tracking_uri: str | None = None, epoch=None) -> dict:
+    """Load a run's learned state into ``program``; return the tree.
 
-    ``program`` is built by the same code as the trained one (its modules may have other
-    names); afterwards its trainable variables equal the trained program's.
+    ``epoch=None`` (the default): the final state, ``model/state_tree.json``. An epoch
+    number (0-based, as the metrics' steps): the state validated in that epoch, i.e. the
+    last ``model/epochs/<k>/state_tree.json`` with ``k <= epoch`` (a state is stored only
+    for the epochs that changed it). ``epoch="best"``: the epoch tagged
+    ``synalinks.best_epoch``. ``program`` is built by the same code as the trained one (its
+    modules may have other names); afterwards its trainable variables equal the state's.
     """
     from mlflow.artifacts import download_artifacts
 
+    path = STATE_TREE_PATH if epoch is None else _epoch_state_path(run_id, tracking_uri, epoch)
     with tempfile.TemporaryDirectory(prefix="synalinks-obs-restore-") as folder:
-        path = download_artifacts(
-            run_id=run_id, artifact_path=STATE_TREE_PATH, dst_path=folder,
-            tracking_uri=tracking_uri,
+        local = download_artifacts(
+            run_id=run_id, artifact_path=path, dst_path=folder, tracking_uri=tracking_uri,
         )
-        with open(path, encoding="utf-8") as handle:
+        with open(local, encoding="utf-8") as handle:
             state = json.load(handle)
     program.set_state_tree(_renamed_for(program, state))
     return state
+
+
+def _epoch_state_path(run_id, tracking_uri, epoch) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if epoch == "best":
+        best = client.get_run(run_id).data.tags.get("synalinks.best_epoch")
+        if best is None:
+            raise ValueError(f"run {run_id} has no synalinks.best_epoch tag: pass an epoch number")
+        epoch = int(best)
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise ValueError(f"epoch={epoch!r}: pass an epoch number (0-based), 'best' or None (final)")
+    stored = []
+    for item in client.list_artifacts(run_id, EPOCHS_PATH):
+        name = item.path.rsplit("/", 1)[-1]
+        if item.is_dir and name.isdigit() and int(name) <= epoch:
+            stored.append(int(name))
+    if not stored:
+        raise ValueError(
+            f"run {run_id} stored no epoch state up to epoch {epoch} (a state is stored for "
+            "the epochs that changed it): pass a later epoch, or epoch=None for the final state"
+        )
+    return f"{EPOCHS_PATH}/{max(stored)}/state_tree.json"
 
 
 _VARIABLE_GROUPS = ("trainable_variables", "non_trainable_variables")

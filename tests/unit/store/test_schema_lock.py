@@ -36,6 +36,11 @@ def test_a_foreign_or_open_lock_directory_is_refused(tmp_path, monkeypatch, capl
     assert any("not a private directory" in r.getMessage() for r in caplog.records)
 
 
+LOCK_TIMEOUT = 0.5
+# The bound is the timeout; a loaded 2-core machine adds its scheduling to the wait.
+SCHEDULING_ALLOWANCE = 2.0
+
+
 def test_a_held_lock_is_waited_for_at_most_the_timeout(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     uri = f"sqlite:///{tmp_path}/busy.db"
@@ -48,9 +53,9 @@ def test_a_held_lock_is_waited_for_at_most_the_timeout(tmp_path, monkeypatch, ca
         assert holder.stdout.readline().strip() == "held"
         with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
             started = time.monotonic()
-            with schema_lock.database_lock(uri, timeout=0.5):
+            with schema_lock.database_lock(uri, timeout=LOCK_TIMEOUT):
                 waited = time.monotonic() - started
-        assert 0.5 <= waited < 5, waited
+        assert LOCK_TIMEOUT <= waited < LOCK_TIMEOUT + SCHEDULING_ALLOWANCE, waited
         lines = [r.getMessage() for r in caplog.records if "waited 0.5 s" in r.getMessage()]
         assert len(lines) == 1 and "going on without the lock" in lines[0]
     finally:
