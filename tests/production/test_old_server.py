@@ -7,9 +7,7 @@ epoch) and ``doctor`` against it, with today's MLflow in the app.
 
 - MLflow 3.13.0, the oldest server the README supports: everything lands and reads back
   through MLflow's client, with its trace tags (name, program, kind; older servers drop
-  the tags we send as span attributes), the training run's traces linked to it (the
-  export interval is longer than the app, so every trace goes in the exit flush, one
-  ``log_spans`` batch of several traces).
+  the tags we send as span attributes), the training run's traces linked to it.
 - MLflow 3.4.0 (3.5 alike): it stores spans written with ``log_spans`` in its database
   but reads only trace artifacts back (client and UI show traces without spans), and
   refuses a batch mixing traces; 3.6 to 3.9 show them but answer 500 to a training
@@ -60,9 +58,7 @@ def too_old_server(tmp_path_factory):
 
 def app_env(server, experiment, fake_llm, **extra):
     return {"MLFLOW_TRACKING_URI": server.url, "MLFLOW_EXPERIMENT_NAME": experiment,
-            "FAKE_LLM_URL": fake_llm.base_url, "OPENAI_API_KEY": "sk-test",
-            # Longer than the app: every span goes in the exit flush, one batch of traces.
-            "SYNALINKS_OBS_EXPORT_INTERVAL": "600", **extra}
+            "FAKE_LLM_URL": fake_llm.base_url, "OPENAI_API_KEY": "sk-test", **extra}
 
 
 def doctor_checks(done):

@@ -50,8 +50,8 @@ def load_traces(tracking_uri, experiment_name):
     experiment_id = _experiment_id(client, experiment_name)
     trace_ids = []
     page_token = None
-    # ``flush`` (pending asynchronous writes first) is newer than MLflow 3.11, the oldest
-    # the matrix runs.
+    # ``flush`` (pending asynchronous writes first) is newer than some MLflow releases
+    # the compatibility matrix runs.
     can_flush = "flush" in inspect.signature(client.search_traces).parameters
     while True:
         extra = {"flush": page_token is None} if can_flush else {}
