@@ -46,19 +46,29 @@ import sys
 import tempfile
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # As pytest's pythonpath (pyproject): conftest (MlflowServer) and the offline LM server.
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "support"), str(ROOT / "examples")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_apps  # noqa: E402
 
 APP = textwrap.dedent(
     r'''
-    import asyncio, json, os, resource, sys, time
+    import asyncio, atexit, json, os, resource, sys, time
 
     workload, config, calls, uri, base_url = sys.argv[1:6]
     calls = int(calls)
     started = time.perf_counter()
+
+    def children_at_exit():  # registered first: runs last, after synalinks-obs' exit flush
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(json.dumps({"exit": True, "children_maxrss_kb": usage.ru_maxrss,
+                          "children_cpu": usage.ru_utime + usage.ru_stime}), flush=True)
+
+    atexit.register(children_at_exit)
     import synalinks
 
     experiment = os.environ.get("BENCH_EXPERIMENT", "bench")
@@ -110,6 +120,11 @@ APP = textwrap.dedent(
     while warm_calls < 5 or time.perf_counter() - warm_start < float(os.environ["WARMUP"]):
         asyncio.run(loop(1, []))
         warm_calls += 1
+    warm_backlog = 0.0
+    if config == "obs":  # the loop starts in the steady state: the warm-up's spans written
+        flushed = time.perf_counter()
+        synalinks_obs.flush(120)
+        warm_backlog = time.perf_counter() - flushed
     import gc
 
     gc.collect()
@@ -137,12 +152,25 @@ APP = textwrap.dedent(
     if burner is not None:
         burner.kill()
         burner.wait()
+    exporter_hwm_kb = None  # the exporter process's peak RSS so far (spans in flight now)
+    if config == "obs":
+        try:
+            from synalinks_obs.runtime import RUNTIME
+
+            with open(f"/proc/{RUNTIME.exporter.sinks.process.process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        exporter_hwm_kb = int(line.split()[1])
+        except Exception:
+            pass
     print(json.dumps({
         "times": times, "loop_cpu": cpu1 - cpu0, "thread_cpu": thread1 - thread0,
         "loop_wall": wall1 - wall0, "loop_end": time.time(),
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "startup": wall0 - started, "warm_calls": warm_calls,
         "gc_seconds": gc_stats["seconds"], "gc_full": gc_stats["full"],
+        "load": os.getloadavg()[0], "warm_backlog_s": warm_backlog,
+        "exporter_hwm_kb": exporter_hwm_kb,
     }), flush=True)
     '''
 )
@@ -180,16 +208,22 @@ def run_app(app, workload, config, calls, uri, base_url, env):
     exited = time.time()
     process.returncode = os.waitstatus_to_exitcode(status)
     stderr = process.stderr.read()
-    result = None
+    result = at_exit = None
     for line in out_lines:
         if line.startswith("{"):
-            result = json.loads(line)
+            message = json.loads(line)
+            if message.get("exit"):
+                at_exit = message
+            else:
+                result = message
     if process.returncode != 0 or result is None:
         raise RuntimeError(f"{workload}/{config} failed ({process.returncode}):\n{stderr[-3000:]}")
     result["cpu"] = usage.ru_utime + usage.ru_stime  # this process + what it reaped
     if config == "busy":  # the burner is not the app's
         result["cpu"] = float("nan")
     result["maxrss_kb"] = usage.ru_maxrss
+    # (not the exporter process's: a child's RSS before its exec is the app's)
+    result["children_maxrss_kb"] = at_exit["children_maxrss_kb"] if at_exit else None
     result["exit_time"] = exited - result["loop_end"]
     result["stderr"] = [l for l in stderr.splitlines() if "synalinks-obs" in l][-2:]
     return result
@@ -261,6 +295,184 @@ def workload_table(workload, results, calls_by_config):
         for line in result["stderr"]:
             rows.append(f"{'':34} stderr: {line[:150]}")
     return "\n".join(rows)
+
+
+# -- CPU clocks: the calling thread, the export ----------------------------------------------
+
+
+def _run_json(script, *args, env):
+    done = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                          text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{script.name} {args} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def calling_thread(workdir, rounds, per_round, warmup):
+    """The calling thread's CPU per span: untraced, floor, synalinks-obs (one process,
+    interleaved rounds) and untraced vs built-in (another process, the same way)."""
+    script = workdir / "thread_app.py"
+    script.write_text(cpu_apps.THREAD_APP)
+    env = clean_env(WARMUP=str(warmup))
+    obs = _run_json(script, "obs", f"sqlite:///{workdir / 'thread-obs.db'}", rounds, per_round, env=env)
+    # the built-in writes on the calling thread (~1 ms a span): fewer calls per round
+    builtin = _run_json(script, "builtin", f"sqlite:///{workdir / 'thread-builtin.db'}", rounds,
+                        max(2, per_round // 25), env=env)
+
+    def paired(run, config, base):
+        return statistics.median(c - b for c, b in zip(run["per_span_ns"][config], run["per_span_ns"][base], strict=True)) / 1e3
+
+    def median(run, config):
+        return statistics.median(run["per_span_ns"][config]) / 1e3
+
+    untraced = median(obs, "untraced")
+    out = {
+        "untraced_us_per_module_call": untraced,
+        "floor_us_per_module_call": median(obs, "floor"),
+        "traced_us_per_module_call": median(obs, "traced"),
+        "floor_extra_us_per_span": paired(obs, "floor", "untraced"),
+        "traced_extra_us_per_span": paired(obs, "traced", "untraced"),
+        "traced_over_floor_us_per_span": paired(obs, "traced", "floor"),
+        "builtin_untraced_us_per_module_call": median(builtin, "untraced"),
+        "builtin_us_per_module_call": median(builtin, "builtin"),
+        "builtin_extra_us_per_span": paired(builtin, "builtin", "untraced"),
+        "rounds": rounds, "calls_per_round": per_round,
+        "builtin_calls_per_round": builtin["calls_per_round"],
+        "load": {"obs": obs["load"], "builtin": builtin["load"]},
+        "per_span_ns": {"obs": obs["per_span_ns"], "builtin": builtin["per_span_ns"]},
+    }
+    out["traced_extra_percent_of_untraced"] = 100 * out["traced_extra_us_per_span"] / untraced
+    return out
+
+
+def export_cpu(workdir, server, calls, batch):
+    """Export CPU per span (thread clocks): the app's exporter thread (Wire tuples, their
+    pickle) and the exporter process (unpickle, MLflow spans, log_spans), per store."""
+    produce, write = workdir / "produce_app.py", workdir / "write_app.py"
+    produce.write_text(cpu_apps.PRODUCE_APP)
+    write.write_text(cpu_apps.WRITE_APP)
+    wires = workdir / "wires.pickle"
+    env = clean_env()
+    app_side = _run_json(produce, calls, wires, env=env)
+    out = {"app_thread": app_side, "stores": {}}
+    stores = {"sqlite": f"sqlite:///{workdir / 'export.db'}"}
+    if server is not None:
+        stores["server"] = server.uri
+    for name, uri in stores.items():
+        side = _run_json(write, uri, wires, batch, env=env)
+        total = (app_side["record_to_wire_ns"] + app_side["pickle_ns"] + side["unpickle_ns"]
+                 + side["wire_to_span_ns"] + side["log_spans_ns"]) / 1e6
+        ours = (app_side["record_to_wire_ns"] + app_side["pickle_ns"] + side["unpickle_ns"]
+                + side["wire_to_span_ns"]) / 1e6
+        out["stores"][name] = dict(side, total_ms_per_span=total, ours_ms_per_span=ours,
+                                   mlflow_log_spans_ms_per_span=side["log_spans_ns"] / 1e6)
+    return out
+
+
+def export_table(export) -> str:
+    app = export["app_thread"]
+    lines = [f"{'export CPU per span (thread clocks)':36} {'Wire+JSON':>10} {'pickle':>8} "
+             f"{'unpickle':>9} {'MLflow Span':>12} {'log_spans':>10} {'total':>9}"]
+    for name, side in export["stores"].items():
+        lines.append(
+            f"{'into ' + name:36} {app['record_to_wire_ns'] / 1e3:>8.1f}us {app['pickle_ns'] / 1e3:>6.1f}us "
+            f"{side['unpickle_ns'] / 1e3:>7.1f}us {side['wire_to_span_ns'] / 1e3:>10.1f}us "
+            f"{side['log_spans_ns'] / 1e3:>8.0f}us {side['total_ms_per_span']:>7.3f}ms"
+        )
+    return "\n".join(lines)
+
+
+def thread_table(thread) -> str:
+    t = thread
+    return "\n".join([
+        f"calling thread, CPU per module call (thread clock, medians of {t['rounds']} interleaved rounds)",
+        f"  untraced {t['untraced_us_per_module_call']:.1f} us; floor (bare wrapper) "
+        f"{t['floor_us_per_module_call']:.1f} us (+{t['floor_extra_us_per_span']:.1f}); synalinks-obs "
+        f"{t['traced_us_per_module_call']:.1f} us: +{t['traced_extra_us_per_span']:.1f} us per span "
+        f"({t['traced_extra_percent_of_untraced']:.0f}% of an untraced call; "
+        f"+{t['traced_over_floor_us_per_span']:.1f} us over the floor)",
+        f"  built-in (its own process): untraced {t['builtin_untraced_us_per_module_call']:.1f} us, "
+        f"built-in {t['builtin_us_per_module_call']:.1f} us: +{t['builtin_extra_us_per_span']:.0f} us per span",
+    ])
+
+
+def summarize(results, calls_by_config, workload):
+    """The JSON form of a workload's rows (medians, not every timing)."""
+    per_call = SPANS_PER_CALL[workload]
+    out = {}
+    base = results["untraced"]
+    for config, result in results.items():
+        calls = calls_by_config[config]
+        row = {
+            "label": LABELS[config], "calls": calls, "spans": calls * per_call,
+            "median_ms": statistics.median(result["times"]) * 1e3,
+            "p95_ms": percentile(result["times"], 0.95) * 1e3,
+            "ratio": statistics.median(result["times"]) / statistics.median(base["times"]),
+            "process_cpu_s": result["cpu"], "thread_cpu_s": result["thread_cpu"],
+            "loop_wall_s": result["loop_wall"], "exit_s": result["exit_time"],
+            "exit_vs_untraced_s": result["exit_time"] - base["exit_time"],
+            "maxrss_mb": result["maxrss_kb"] / 1024,
+            "exporter_maxrss_mb": (result.get("exporter_hwm_kb") or 0) / 1024,
+            "gc_s": result["gc_seconds"], "load": result.get("load"),
+            "warm_calls": result["warm_calls"], "stderr": result["stderr"],
+            "warm_backlog_flush_s": result.get("warm_backlog_s"),
+        }
+        if "landed" in result:
+            row["landed"] = result["landed"]
+            row["expected"] = (calls + result["warm_calls"]) * per_call
+        out[config] = row
+    return out
+
+
+def memory(a_rows, max_queue_spans=100_000):
+    """Peak RSS per 10,000 spans in flight with the store down: the app (against untraced)
+    and the exporter process (its VmHWM at the loop's end, against the exporter process of
+    the server run: the same HTTP client and no SQL store, its backlog flushed before its
+    loop; the sqlite run's opens MLflow's SQL store, a larger base)."""
+    down = a_rows.get("down")
+    if down is None:
+        return None
+    held = min(down["spans"] + down["warm_calls"] * SPANS_PER_CALL["a"], max_queue_spans)
+    app = (down["maxrss_mb"] - a_rows["untraced"]["maxrss_mb"]) / (held / 10_000)
+    base = a_rows.get("obs-server") or a_rows.get("obs") or {}
+    small = base.get("exporter_maxrss_mb") or 0
+    exporter = (down["exporter_maxrss_mb"] - small) / (held / 10_000) if small else None
+    return {"spans_in_flight": held, "app_mb_per_10k": app, "exporter_mb_per_10k": exporter,
+            "app_peak_mb": down["maxrss_mb"], "exporter_peak_mb": down["exporter_maxrss_mb"],
+            "exporter_peak_small_backlog_mb": small, "exporter_base_run": base.get("label")}
+
+
+def goals(report):
+    """Each goal of issue 19 beside the figure of this run."""
+    out = {}
+    thread = report.get("calling_thread")
+    if thread:
+        out["calling thread <= 10% of an untraced module call"] = (
+            f"{thread['traced_extra_us_per_span']:.1f} us = "
+            f"{thread['traced_extra_percent_of_untraced']:.0f}%",
+            thread["traced_extra_percent_of_untraced"] <= 10)
+    export = report.get("export", {}).get("stores", {})
+    for name, bound in (("sqlite", 0.4), ("server", 0.2)):
+        if name in export:
+            value = export[name]["total_ms_per_span"]
+            out[f"export into {name} <= {bound} ms CPU per span"] = (f"{value:.3f} ms", value <= bound)
+    a = report.get("a", {})
+    for config, bound in (("obs", 2.0), ("obs-server", 1.0)):
+        row = a.get(config)
+        if row:
+            landed = row.get("landed") == row.get("expected")
+            out[f"{row['label']}: exit within {bound:g} s of untraced, every span landed"] = (
+                f"{row['exit_vs_untraced_s']:+.2f} s, {row.get('landed')}/{row.get('expected')}",
+                row["exit_vs_untraced_s"] <= bound and landed)
+    mem = report.get("memory")
+    if mem:
+        out["peak RSS <= 10 MB per 10,000 spans in flight (store down): app"] = (
+            f"{mem['app_mb_per_10k']:.1f} MB", mem["app_mb_per_10k"] <= 10)
+        if mem["exporter_mb_per_10k"] is not None:
+            out["peak RSS <= 10 MB per 10,000 spans in flight (store down): exporter process"] = (
+                f"{mem['exporter_mb_per_10k']:.1f} MB", mem["exporter_mb_per_10k"] <= 10)
+    return {goal: {"measured": text, "met": met} for goal, (text, met) in out.items()}
 
 
 # -- start-up -----------------------------------------------------------------------------
@@ -352,7 +564,7 @@ def main(argv=None):
     parser.add_argument("--calls-b", type=int, default=200)
     parser.add_argument("--builtin-calls-a", type=int, default=100)
     parser.add_argument("--builtin-calls-b", type=int, default=100)
-    parser.add_argument("--only", choices=("a", "b", "startup", "faults"))
+    parser.add_argument("--only", choices=("a", "b", "startup", "faults", "thread", "export"))
     parser.add_argument("--faults", action="store_true", help="also benchmarks/faults.py")
     parser.add_argument("--down", action="store_true", help="also (a) into a store that is down")
     parser.add_argument("--calls-down", type=int, default=10000,
@@ -361,12 +573,26 @@ def main(argv=None):
                         help="also (a) into a local mlflow server (started here)")
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up calls")
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
+                        help="also write the figures as JSON (default path: "
+                        "benchmarks/results/<UTC date>.json)")
+    parser.add_argument("--rounds", type=int, default=30,
+                        help="interleaved rounds of the calling-thread measurement")
+    parser.add_argument("--round-calls", type=int, default=40,
+                        help="program calls per round of the calling-thread measurement")
+    parser.add_argument("--export-calls", type=int, default=300,
+                        help="program calls whose spans the export measurement writes")
+    parser.add_argument("--export-batch", type=int, default=1000,
+                        help="spans per log_spans call in the export measurement")
     args = parser.parse_args(argv)
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(sys.argv), "load_start": os.getloadavg()}
 
     workdir = Path(tempfile.mkdtemp(prefix="synalinks-obs-bench-"))
     os.environ.setdefault("SYNALINKS_HOME", str(workdir / "synalinks-home"))
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    print(f"machine: {machine()}", flush=True)
+    report["machine"] = machine()
+    print(f"machine: {report['machine']}", flush=True)
     app = workdir / "app.py"
     app.write_text(APP)
 
@@ -378,16 +604,24 @@ def main(argv=None):
     if args.only == "faults":
         run_faults()
         return
+    if args.only in (None, "thread"):
+        print("calling thread: interleaved rounds...", flush=True)
+        report["calling_thread"] = calling_thread(workdir, args.rounds, args.round_calls, args.warmup)
+        print(thread_table(report["calling_thread"]) + "\n", flush=True)
     llm = OfflineServer().start()
     llm.inject_latency(0.02)
     server = None
-    if args.server and args.only in (None, "a"):
+    if args.server and args.only in (None, "a", "export"):
         from conftest import MlflowServer
 
         (workdir / "server").mkdir()
         print("starting a local mlflow server...", flush=True)
         server = MlflowServer(workdir / "server").start()
     try:
+        if args.only in (None, "export"):
+            print("export CPU per span...", flush=True)
+            report["export"] = export_cpu(workdir, server, args.export_calls, args.export_batch)
+            print(export_table(report["export"]) + "\n", flush=True)
         for workload in ("a", "b"):
             if args.only and workload != args.only:
                 continue
@@ -432,14 +666,29 @@ def main(argv=None):
             title = ("(a) 10 trivial custom modules (11 spans per call)" if workload == "a"
                      else "(b) QA program, LM answering after ~20 ms (3 spans per call)")
             print(f"\n{title}\n" + workload_table(workload, results, calls) + "\n", flush=True)
+            report[workload] = summarize(results, calls, workload)
+            if workload == "a":
+                report["memory"] = memory(report["a"])
     finally:
         llm.stop()
         if server is not None:
             server.stop()
-    if not args.no_startup:
-        print("start-up\n" + startup_benchmark(workdir), flush=True)
+    if not args.no_startup and args.only is None:
+        report["startup"] = startup_benchmark(workdir)
+        print("start-up\n" + report["startup"], flush=True)
     if args.faults:
         run_faults()
+    report["load_end"] = os.getloadavg()
+    report["goals"] = goals(report)
+    print("goals (issue 19):", flush=True)
+    for goal, verdict in report["goals"].items():
+        print(f"  {'met' if verdict['met'] else 'NOT met':7} {goal}: {verdict['measured']}", flush=True)
+    print(f"load average: start {report['load_start'][0]:.1f}, end {report['load_end'][0]:.1f}", flush=True)
+    if args.json is not None:
+        path = Path(args.json) if args.json else (
+            ROOT / "benchmarks" / "results" / f"{report['date'][:10]}.json")
+        path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        print(f"figures written to {path}", flush=True)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

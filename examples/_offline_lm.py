@@ -6,8 +6,10 @@ such as ``openai/gpt-4o-mini``; the provider's key in its usual variable; option
 standard-library HTTP server on 127.0.0.1 (free port, daemon thread) that answers
 ``/v1/chat/completions`` at once and deterministically (an instance of the requested JSON
 schema, a call of the first tool offered, or a short text) with token usage that litellm
-prices as the real model's, lists ``/v1/models``, logs requests and injects latency and
-HTTP errors for the tests (``tests/support/fake_llm.py``). Standard library only, so an
+prices as the real model's, as one JSON answer or, for ``"stream": true``, as OpenAI's
+server-sent chunks (the usage in a last chunk when ``stream_options.include_usage`` asks,
+as OpenAI does), lists ``/v1/models``, logs requests and injects latency and HTTP errors
+for the tests (``tests/support/fake_llm.py``). Standard library only, so an
 example needs nothing but synalinks, and nothing here is about tracing.
 """
 
@@ -235,6 +237,33 @@ def completion(body, ids, values=None):
     }
 
 
+def stream_chunks(answer, include_usage=False):
+    """The chat completion `answer` as OpenAI's streamed ``chat.completion.chunk`` objects:
+    the role, the content in a few pieces (or the tool calls), the finish reason, then the
+    usage alone when `include_usage` (``stream_options.include_usage``)."""
+    choice = answer["choices"][0]
+    message = choice["message"]
+    base = {key: answer[key] for key in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+
+    def chunk(delta, finish_reason=None):
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    content = message.get("content") or ""
+    pieces = re.findall(r"\S+\s*", content) or ([content] if content else [])
+    size = max(1, -(-len(pieces) // 4))  # about four content chunks
+    for start in range(0, len(pieces), size):
+        chunks.append(chunk({"content": "".join(pieces[start:start + size])}))
+    if message.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        chunks.append(chunk({"tool_calls": calls}))
+    chunks.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": answer["usage"]})
+    return chunks
+
+
 # -- the server --------------------------------------------------------------------------------
 class OfflineServer:
     """An OpenAI-compatible chat server on 127.0.0.1, with a request log and injected faults.
@@ -292,6 +321,7 @@ class OfflineServer:
             self._errors_left = 0
             self._error_status = HTTPStatus.INTERNAL_SERVER_ERROR
             self._requests = []
+            self.stream_interval = 0.0
 
     def inject_latency(self, seconds):
         """Delay every following answer (errors included) by `seconds`."""
@@ -358,6 +388,22 @@ def _handler_for(server):
             self.end_headers()
             self.wfile.write(data)
 
+        def _send_stream(self, chunks):
+            """Server-sent events, one HTTP chunk each, then ``[DONE]``."""
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            events = [f"data: {json.dumps(chunk)}\n\n" for chunk in chunks] + ["data: [DONE]\n\n"]
+            for number, event in enumerate(events):
+                if number and server.stream_interval:
+                    time.sleep(server.stream_interval)
+                data = event.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
         def _error(self, status, message, kind):
             self._send_json(status, {"error": {"message": message, "type": kind, "code": None}})
 
@@ -382,14 +428,16 @@ def _handler_for(server):
                 time.sleep(latency)
             if status is not None:
                 self._error(status, "injected failure", "server_error")
-            elif body.get("stream"):
-                self._error(HTTPStatus.BAD_REQUEST, "streaming is not supported offline", "invalid_request")
             else:
                 try:
                     answer = server.completion(body)
                 except Exception as exc:  # a request this stand-in cannot answer
                     self._error(HTTPStatus.BAD_REQUEST, repr(exc), "invalid_request")
                     return
-                self._send_json(HTTPStatus.OK, answer)
+                if body.get("stream"):
+                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    self._send_stream(stream_chunks(answer, include_usage))
+                else:
+                    self._send_json(HTTPStatus.OK, answer)
 
     return Handler

@@ -14,7 +14,10 @@ imported at interpreter start-up by the ``.pth`` bootstrap when
 synalinks and pydantic load only once tracing is enabled and Synalinks is imported.
 """
 
-__all__ = ["enable", "disable", "is_enabled", "flush", "uninstrument", "activation_source", "__version__"]
+__all__ = [
+    "enable", "disable", "is_enabled", "flush", "uninstrument", "activation_source", "trace_context",
+    "__version__",
+]
 
 
 def enable(tracking_uri: str | None = None, experiment_name: str | None = None, **options) -> None:
@@ -63,6 +66,19 @@ def flush(timeout: float | None = None) -> bool:
     from synalinks_obs.export import service
 
     return service.flush(timeout)
+
+
+def trace_context(session_id=None, user_id=None, tags=None, metadata=None):
+    """Stamp every trace started in a scope with a session, a user and tags.
+
+    A context manager (``with`` / ``async with``) or a decorator (functions and coroutine
+    functions). The traces get MLflow's standard metadata ``mlflow.trace.session`` and
+    ``mlflow.trace.user`` (the MLflow UI's session view groups by it), ``metadata`` and
+    ``tags``; see ``synalinks_obs.sessions``. Raises ``ValueError`` for a value that is
+    not a string (tags and metadata: a dict)."""
+    from synalinks_obs.sessions import TraceContext
+
+    return TraceContext(session_id=session_id, user_id=user_id, tags=tags, metadata=metadata)
 
 
 def uninstrument() -> None:

@@ -41,6 +41,16 @@ class Runtime:
         self.monitored: set = set()
         # Destinations of the training runs in progress (most recent last).
         self.active_runs: list = []
+        # MLflow's view of our traces (tracing.mlflow_view): the traces registered in its
+        # trace manager, and the lock that makes registering and exposing calls atomic.
+        self.registered_traces: set = set()
+        self.view_lock = RLock()
+        # MLflow trace ids of the last traces whose root returned (bounded, oldest first;
+        # value True):
+        # MLflow reading one of them from the store waits for its spans (mlflow_hooks).
+        self.recent_roots: dict = {}
+        # Streamed LM answers being read: iterator -> its open call record (tracing.streams).
+        self.open_streams = None
         # Training runs whose end waits for their traces to be written:
         # (monitor, run, status), ended by training.run_end.
         self.runs_to_end: list = []

@@ -88,8 +88,10 @@ class Settings(BaseSettings):
         description="Keep the few-shot examples (taken from the training data) in a run's "
         "model/state_tree.json (redacted); false leaves them out.",
     )
-    sample_rate: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="Fraction of top-level calls traced (whole trees)."
+    sample_rate: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Fraction of top-level calls traced (whole trees); unset: MLflow's "
+        "MLFLOW_TRACE_SAMPLING_RATIO, else 1.0.",
     )
     symbolic_traces: str = Field(
         default="build",
@@ -115,6 +117,12 @@ class Settings(BaseSettings):
         description="Write spans to MLflow from a separate process (another core); "
         "false: from a thread of the app's process.",
     )
+    spool_dir: str | None = Field(
+        default=None,
+        description="A directory where spans not written at exit are kept, and written by "
+        "the next process that traces into the same store (or `python -m synalinks_obs "
+        "flush-spool`); unset: they are counted and dropped.",
+    )
     log_level: str = Field(default="WARNING", description="Level of the 'synalinks_obs' logger.")
     strict: bool = Field(
         default=False,
@@ -139,6 +147,21 @@ class Settings(BaseSettings):
         if " " in value.strip():
             raise ValueError("a URI cannot contain spaces")
         return value
+
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _usable_spool_dir(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        path = os.path.abspath(os.path.expanduser(str(value).strip()))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError("it is a file, not a directory: give a directory path (created if missing)")
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{parent} is not writable by this user: give a directory you can write")
+        return path
 
     @field_validator("redact_keys", mode="before")
     @classmethod
@@ -199,6 +222,37 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+
+MLFLOW_SAMPLING_ENV = "MLFLOW_TRACE_SAMPLING_RATIO"
+
+
+def effective_sample_rate(settings: Settings, report=None) -> float:
+    """The fraction of traces kept: ours when set (``SYNALINKS_OBS_SAMPLE_RATE``,
+    ``enable(sample_rate=...)``), else MLflow's ``MLFLOW_TRACE_SAMPLING_RATIO``, else 1.0.
+
+    One decision per trace, taken at its root: the two rates never multiply. When both
+    are set and differ, one line says which one applies to Synalinks traces."""
+    _report = report or reporting.say_once
+    text = os.environ.get(MLFLOW_SAMPLING_ENV, "").strip()
+    mlflow_rate = None
+    if text:
+        try:
+            mlflow_rate = float(text)
+        except ValueError:
+            mlflow_rate = None
+        if mlflow_rate is None or not 0.0 <= mlflow_rate <= 1.0:
+            if settings.sample_rate is None:
+                _report(f"synalinks-obs: {MLFLOW_SAMPLING_ENV}={text!r} is not a number between 0 and 1; "
+                        "every trace is kept (as MLflow does)")
+            mlflow_rate = None
+    if settings.sample_rate is None:
+        return 1.0 if mlflow_rate is None else mlflow_rate
+    if mlflow_rate is not None and mlflow_rate != settings.sample_rate:
+        _report(f"synalinks-obs: traces of Synalinks calls are sampled at {settings.sample_rate:g} "
+                f"({ENV_PREFIX}SAMPLE_RATE / sample_rate), not at {MLFLOW_SAMPLING_ENV}={mlflow_rate:g}; "
+                "MLflow spans opened inside them follow the same decision")
+    return settings.sample_rate
 
 
 def _env_name(field: str) -> str:

@@ -4,8 +4,12 @@ Public MLflow API (``mlflow.MlflowClient``, ``mlflow.entities``...) is used dire
 elsewhere; what is *not* public lives here:
 
 - the tracing runtime: the OpenTelemetry context MLflow keeps its current span in
-  (``mlflow.tracing.provider``), its in-memory trace manager, its batch span processors,
-  the isolated id generator's ``__del__``;
+  (``mlflow.tracing.provider``), its in-memory trace manager (and the spans of a trace it
+  holds), its batch span processors, the isolated id generator's ``__del__``, the "last
+  active trace" it remembers, the tags/metadata ``mlflow.tracing.context`` configures,
+  and an OpenTelemetry SDK span built with ids we choose (MLflow's view of our calls);
+- its OTLP export settings (``mlflow.tracing.utils.otlp``): whether spans go to an
+  OpenTelemetry collector, and MLflow's exporter for it;
 - the store: ``TracingClient`` (store-level ``log_spans`` / ``start_trace``), the
   database schema set-up functions of ``mlflow.store.db.utils``, the REST store's cached
   server version, and the locks/engines a forked child must not share;
@@ -21,11 +25,20 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 from synalinks_obs.compat import note_fallback
 
 TRACE_MANAGER_LOOKUP = "get_mlflow_trace_id_from_otel_id"
 DB_UTILS_MODULE = "mlflow.store.db.utils"
+FLUENT_MODULE = "mlflow.tracing.fluent"
+TRACE_CONTEXT_MODULE = "mlflow.tracing.context"
+OTLP_MODULE = "mlflow.tracing.utils.otlp"
+TRACE_MANAGER_MODULE = "mlflow.tracing.trace_manager"
+# MLflow's standard trace metadata keys for a conversation and its user (what the UI's
+# session view groups by), as mlflow.tracing.constant.TraceMetadataKey names them.
+TRACE_SESSION_KEY = "mlflow.trace.session"
+TRACE_USER_KEY = "mlflow.trace.user"
 
 
 # -- the tracing runtime -------------------------------------------------------------------
@@ -82,6 +95,30 @@ def flush_mlflow_span_processors(timeout_seconds: float) -> None:
     flush_all_batch_processors(timeout_millis=timeout_seconds * 1000)
 
 
+def wait_for_mlflow_async_logging(timeout_seconds: float) -> None:
+    """Wait (at most ``timeout_seconds``) until MLflow's asynchronous trace-logging queue
+    has written what it holds, without stopping it: MLflow's own
+    ``flush_trace_async_logging`` stops the queue meanwhile, and a span another thread
+    hands it then is dropped."""
+    try:
+        from mlflow.tracing.provider import _get_trace_exporter
+
+        exporter = _get_trace_exporter()
+    except Exception as exc:
+        note_fallback(
+            "mlflow.tracing.provider._get_trace_exporter",
+            "MLflow's spans inside module calls may be written after the trace's root "
+            "(the trace's token and cost totals then leave them out)", exc,
+        )
+        return
+    pending = getattr(getattr(exporter, "_async_queue", None), "_queue", None)
+    if pending is None:  # MLflow writes synchronously: nothing is queued
+        return
+    deadline = time.monotonic() + timeout_seconds
+    while pending.unfinished_tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def isolated_id_generator_class():
     """MLflow's ``_IsolatedRandomIdGenerator`` (None if missing: nothing to guard)."""
     try:
@@ -89,6 +126,219 @@ def isolated_id_generator_class():
     except Exception:
         return None
     return getattr(provider, "_IsolatedRandomIdGenerator", None)
+
+
+class _Detached:
+    """A tracer of our own (no processor: ending its spans exports nothing) whose id
+    generator hands out the ids we give it: spans with our calls' ids."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tracer = None
+        self.ids = None
+
+    def start(self, name: str, otel_trace_id: int, span_id: int, parent_span_id, start_ns: int):
+        from opentelemetry.context import Context
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+        with self.lock:
+            if self.tracer is None:
+                self.tracer, self.ids = _detached_tracer()
+            self.ids.ids = (otel_trace_id, span_id)
+            context = Context()
+            if parent_span_id:
+                parent = SpanContext(otel_trace_id, parent_span_id, False, TraceFlags(TraceFlags.SAMPLED))
+                context = set_span_in_context(NonRecordingSpan(parent), context)
+            return self.tracer.start_span(name, context=context, start_time=start_ns)
+
+
+def _detached_tracer():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class GivenIds(IdGenerator):
+        ids = (0, 0)
+
+        def generate_trace_id(self) -> int:
+            return self.ids[0]
+
+        def generate_span_id(self) -> int:
+            return self.ids[1]
+
+    ids = GivenIds()
+    provider = TracerProvider(resource=Resource.get_empty(), id_generator=ids, shutdown_on_exit=False)
+    return provider.get_tracer("synalinks_obs"), ids
+
+
+_DETACHED = _Detached()
+
+
+def detached_otel_span(name: str, otel_trace_id: int, span_id: int, parent_span_id, start_ns: int):
+    """A started OpenTelemetry SDK span with our ids, attached to no processor (ending it
+    exports nothing): what MLflow's ``LiveSpan`` of one of our calls wraps. None if the
+    SDK cannot make one."""
+    try:
+        return _DETACHED.start(name, otel_trace_id, span_id, parent_span_id, start_ns)
+    except Exception as exc:
+        note_fallback(
+            "opentelemetry.sdk.trace.TracerProvider(id_generator=...)",
+            "mlflow.get_current_active_span() and update_current_trace() see no span inside module calls",
+            exc,
+        )
+        return None
+
+
+def trace_spans(manager, trace_id: str) -> list:
+    """The ``LiveSpan``s MLflow's trace manager holds for a trace (empty if none)."""
+    with manager.get_trace(trace_id) as held:
+        return held_spans(held)
+
+
+def otel_span_of(live_span):
+    """The OpenTelemetry span inside MLflow's ``LiveSpan`` (``LiveSpan._span``), or None."""
+    otel_span = getattr(live_span, "_span", None)
+    if otel_span is None:
+        note_fallback(
+            "mlflow.entities.LiveSpan._span",
+            "mlflow.get_current_active_span() and update_current_trace() see no span inside module calls",
+        )
+    return otel_span
+
+
+def held_spans(held) -> list:
+    """The ``LiveSpan``s of a trace MLflow's trace manager holds (``_Trace.span_dict``)."""
+    spans = getattr(held, "span_dict", None) if held is not None else None
+    if spans is None and held is not None:
+        note_fallback(
+            "mlflow.tracing.trace_manager._Trace.span_dict",
+            "spans MLflow records inside module calls may be counted twice in a trace's roll-up",
+        )
+    return list(spans.values()) if spans else []
+
+
+def register_live_span(manager, trace_id: str, live_span) -> bool:
+    """Put one of our ``LiveSpan``s into MLflow's trace manager unless it is there
+    (``get_span_from_id``/``register_span``); False when the manager has neither."""
+    find = getattr(manager, "get_span_from_id", None)
+    register = getattr(manager, "register_span", None)
+    if find is None or register is None:
+        note_fallback(
+            f"{TRACE_MANAGER_MODULE}.InMemoryTraceManager.register_span",
+            "MLflow's current-span APIs and autologgers do not see module calls as parents",
+        )
+        return False
+    if find(trace_id, live_span.span_id) is None:
+        register(live_span)
+    return True
+
+
+def drop_trace(manager, otel_trace_id: int) -> None:
+    """Take a trace out of MLflow's trace manager (``pop_trace``; best effort)."""
+    pop = getattr(manager, "pop_trace", None)
+    if pop is None:
+        note_fallback(
+            f"{TRACE_MANAGER_MODULE}.InMemoryTraceManager.pop_trace",
+            "traces of module calls stay in MLflow's in-memory registry until it evicts them",
+        )
+        return
+    pop(otel_trace_id)
+
+
+def forget_span(manager, trace_id: str, span_id: str) -> None:
+    """Take one span out of a trace MLflow's trace manager holds (best effort)."""
+    with manager.get_trace(trace_id) as held:
+        spans = getattr(held, "span_dict", None) if held is not None else None
+        if spans is not None:
+            spans.pop(span_id, None)
+
+
+def set_last_active_trace_id(trace_id: str) -> None:
+    """What ``mlflow.get_last_active_trace_id()`` returns next (MLflow sets it when one of
+    its own traces ends)."""
+    fluent = sys.modules.get(FLUENT_MODULE)
+    setter = getattr(fluent, "_set_last_active_trace_id", None) if fluent is not None else None
+    if setter is None:
+        if fluent is not None or "mlflow" in sys.modules:
+            note_fallback(
+                f"{FLUENT_MODULE}._set_last_active_trace_id",
+                "mlflow.get_last_active_trace_id() does not return the traces of module calls",
+            )
+        return
+    setter(trace_id)
+
+
+def configured_trace_context():
+    """A function returning what ``mlflow.tracing.context(...)`` configures for the current
+    context, ``(tags, metadata, enabled)`` (None outside one); None if this MLflow has no
+    such scope (nothing to read then)."""
+    try:
+        import importlib
+
+        var = importlib.import_module(TRACE_CONTEXT_MODULE)._USER_TRACE_CONTEXT
+    except Exception as exc:
+        note_fallback(
+            f"{TRACE_CONTEXT_MODULE}._USER_TRACE_CONTEXT",
+            "tags and metadata of mlflow.tracing.context(...) are not put on module-call traces",
+            exc,
+        )
+        return None
+
+    def read():
+        found = var.get()
+        if found is None:
+            return None
+        return found.tags or None, found.metadata or None, found.enabled
+
+    return read
+
+
+def mlflow_trace_context():
+    """MLflow's own ``mlflow.tracing.context`` scope (a context manager factory), or None
+    when this MLflow has none (older than 3.6)."""
+    try:
+        import mlflow.tracing
+
+        return getattr(mlflow.tracing, "context", None)
+    except Exception:
+        return None
+
+
+def otlp_exporter():
+    """``(span exporter, dual)`` when MLflow's OTLP settings send traces to an
+    OpenTelemetry collector (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``MLFLOW_ENABLE_OTLP_EXPORTER``), built by MLflow
+    (protocol ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``); ``dual`` is
+    ``MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT`` (write to MLflow as well). ``(None, True)``
+    when no collector is configured."""
+    try:
+        from mlflow.environment_variables import MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT
+        from mlflow.tracing.utils import otlp
+    except Exception as exc:
+        note_fallback(OTLP_MODULE, "spans are not sent to an OpenTelemetry collector", exc)
+        return None, True
+    if not otlp.should_use_otlp_exporter():
+        return None, True
+    return otlp.get_otlp_exporter(), bool(MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT.get())
+
+
+def otlp_only() -> bool:
+    """MLflow's settings send traces to an OpenTelemetry collector instead of MLflow (no
+    dual export): no experiment is needed for them."""
+    try:
+        from mlflow.environment_variables import MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT
+        from mlflow.tracing.utils import otlp
+
+        return otlp.should_use_otlp_exporter() and not MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT.get()
+    except Exception:
+        return False
+
+
+def tracing_client_class():
+    """MLflow's ``TracingClient`` (what ``mlflow.log_feedback`` and ``mlflow.get_trace`` use)."""
+    from mlflow.tracing.client import TracingClient
+
+    return TracingClient
 
 
 # -- the store ----------------------------------------------------------------------------

@@ -166,6 +166,50 @@ def current_call_usage_of(cls):
     return None
 
 
+def streaming_iterator_class():
+    """``StreamingIterator``: what a ``LanguageModel`` called with ``streaming=True``
+    returns (None on a Synalinks without streaming: nothing to follow)."""
+    module = language_model_module()
+    found = getattr(module, "StreamingIterator", None) if module is not None else None
+    if found is None or not hasattr(found, "__anext__"):
+        return None
+    return found
+
+
+def streamed_usage(stream) -> dict | None:
+    """The usage of a streamed LM answer read to its end, as LiteLLM reports a streamed
+    call (``litellm.stream_chunk_builder`` over LiteLLM's raw chunks: the provider's usage
+    chunk, or LiteLLM's own token count) and prices it; None if it cannot be told."""
+    wrapper = getattr(stream, "_iterator", None)
+    chunks = getattr(wrapper, "chunks", None)
+    if not isinstance(chunks, list):
+        note_fallback(
+            "StreamingIterator._iterator.chunks",
+            "streamed LM calls are recorded without token usage and cost",
+        )
+        return None
+    if not chunks:
+        return None
+    import litellm
+
+    response = litellm.stream_chunk_builder(chunks=list(chunks), messages=getattr(wrapper, "messages", None))
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    found = {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": int(getattr(usage, "total_tokens", 0) or prompt + completion),
+    }
+    try:
+        found["cost"] = float(litellm.completion_cost(completion_response=response))
+    except Exception:  # a model LiteLLM has no price for
+        pass
+    return found
+
+
 def last_call_usage(lm) -> dict:
     """0.9.x: the usage of an LM's last call, kept on the instance."""
     prompt = getattr(lm, "last_call_prompt_tokens", 0) or 0

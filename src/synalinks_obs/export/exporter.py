@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import collections
 import enum
+import heapq
+import itertools
 import os
 import select
 import threading
@@ -74,6 +76,8 @@ class Exporter:
         self.sinks = Sinks(self.settings, self._on_message, mlflow_unsafe)
         self._drop_reasons: collections.Counter = collections.Counter()  # ours (app side)
         self._soon: collections.deque = collections.deque()  # callables for the thread
+        self._timers: list = []  # (due, n, callable) heap: call_later
+        self._timer_ids = itertools.count()
         self.last_problem = ""
         self._full_reason = "queue full (the exporter is slower than the app)"
         self.parked = True  # the thread stepped aside before the last fork (see service)
@@ -172,6 +176,24 @@ class Exporter:
             self._start()
         self._wake()
 
+    def call_later(self, delay: float, fn) -> None:
+        """Run ``fn()`` on the exporter thread ``delay`` seconds from now (at exit at the
+        latest; best effort)."""
+        with self._lock:
+            heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_ids), fn))
+        if self._thread is None:
+            self._start()
+        self._wake()
+
+    def _due_timers(self, everything: bool = False) -> None:
+        """Move the timers that are due (all of them at exit) to the soon queue."""
+        if not self._timers:
+            return
+        now = time.monotonic()
+        with self._lock:
+            while self._timers and (everything or self._timers[0][0] <= now):
+                self._soon.append(heapq.heappop(self._timers)[2])
+
     def _has_work(self) -> bool:
         return bool(self._queue or self._soon)
 
@@ -213,6 +235,8 @@ class Exporter:
                 timeout = max(0.005, interval - (time.monotonic() - last_send))
                 if wait is not None:
                     timeout = min(timeout, max(wait, 0.005))
+                if self._timers:
+                    timeout = min(timeout, max(self._timers[0][0] - time.monotonic(), 0.005))
                 self._wait(timeout)
             if self.state is State.PARKING and deadline is None:
                 return  # a fork is coming: hold no lock, run no code of ours
@@ -226,6 +250,7 @@ class Exporter:
                 if urgent or now - last_send >= interval or len(self._queue) >= BATCH_SIZE:
                     last_send = now
                     self._send_available(urgent)
+                self._due_timers(everything=stopping)
                 self._run_soon()
                 wait = self.sinks.pump()
                 self.sinks.update_backlog()
@@ -372,6 +397,7 @@ class Exporter:
             left, why = 0, ""
             if thread.is_alive():  # still writing: what it holds is lost
                 why = self.sinks.stuck_reason()
+                self.sinks.keep_records(self._queue, f"exit flush timed out after {budget:g} s")
                 left += len(self._queue) + self._busy + self.sinks.abandon_local()
                 self._queue.clear()
             if not why:
@@ -427,14 +453,28 @@ class Exporter:
             self._drop(left, f"exit flush timed out after {budget:g} s")
 
     def report(self) -> None:
-        """Print the one line saying how many spans were not written and why."""
-        reasons = self.drop_reasons()
+        """Print the one line saying how many spans were not written, why, and where
+        they were kept (the spool) or could have been."""
+        dropped = self.drop_reasons()
+        spooled = self.sinks.spool_reasons()
+        reasons = dropped + spooled
         total = sum(reasons.values())
         if total:
             detail = "; ".join(f"{n} {why}" for why, n in reasons.most_common())
-            reporting.say(f"synalinks-obs: {total} span(s) were not written to MLflow ({detail})")
+            line = f"synalinks-obs: {total} span(s) were not written to MLflow ({detail})"
+            kept = sum(spooled.values())
+            if kept:
+                line += (
+                    f"; {kept} kept in {self.settings.spool_dir}: written by the next process "
+                    "that traces into the same store, or now with `python -m synalinks_obs "
+                    "flush-spool`"
+                )
+            if sum(dropped.values()) and not self.settings.spool_dir:
+                line += "; set SYNALINKS_OBS_SPOOL_DIR to keep such spans for the next run"
+            reporting.say(line)
             self._drop_reasons.clear()
             self.sinks.lost.clear()
+            self.sinks.gone_spooled.clear()
 
     # -- fork (see export.service) ------------------------------------------------------
     def before_fork(self, timeout: float) -> bool:

@@ -46,9 +46,15 @@ def flush(timeout: float | None = None) -> bool:
     """Write every finished span now (ours and MLflow's own); True when none is left."""
     exporter = RUNTIME.exporter
     done = True if exporter is None else exporter.flush(timeout)
+    if RUNTIME.registered_traces:  # MLflow spans were opened in our traces: write them too
+        from synalinks_obs.tracing import mlflow_view
+
+        mlflow_view.release_ended()
     if "mlflow" in sys.modules:
         try:
-            mlflow_compat.flush_mlflow_span_processors(10.0 if timeout is None else timeout)
+            budget = 10.0 if timeout is None else timeout
+            mlflow_compat.flush_mlflow_span_processors(budget)
+            mlflow_compat.wait_for_mlflow_async_logging(budget)  # and what its exporter queued
         except Exception as exc:  # MLflow's spans still go out on its own schedule
             reporting.internal_error("flushing MLflow's span processors", exc)
     if done:

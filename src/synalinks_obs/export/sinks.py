@@ -37,6 +37,7 @@ import time
 
 from synalinks_obs import reporting
 from synalinks_obs.store import protocol
+from synalinks_obs.store.spool import Spool
 from synalinks_obs.store.writer import Writer
 
 PROCESS_AFTER = 2.0  # seconds of spans before the exporter process is started
@@ -51,8 +52,8 @@ class LocalSink:
 
     finished = False
 
-    def __init__(self, max_spans: int, notify):
-        self.writer = Writer(max_spans, notify=notify)
+    def __init__(self, max_spans: int, notify, spool_dir=None):
+        self.writer = Writer(max_spans, notify=notify, spool=Spool(spool_dir) if spool_dir else None)
         self._credentials = protocol.tracking_environment()
 
     @property
@@ -62,6 +63,10 @@ class LocalSink:
     @property
     def dropped(self):
         return self.writer.dropped
+
+    @property
+    def spooled(self):
+        return self.writer.spooled
 
     def send(self, destination, wires) -> None:
         credentials = protocol.tracking_environment()
@@ -97,6 +102,7 @@ class ProcessSink:
         self.sent = 0
         self.exported = 0
         self.dropped: collections.Counter = collections.Counter()
+        self.spooled: collections.Counter = collections.Counter()  # kept in the spool at exit
         self.held = 0  # spans it keeps for a store that is failing
         # Batches sent and not yet reported done: id -> (destination, count, pickle).
         self.unacked: dict = {}
@@ -137,6 +143,7 @@ class ProcessSink:
                 [
                     executable, "-P", "-c", code, package_parent, str(write_fd),
                     str(settings.flush_timeout), str(settings.max_queue_spans),
+                    settings.spool_dir or "",
                 ],
                 stdin=theirs.fileno(),
                 stdout=subprocess.DEVNULL,
@@ -201,6 +208,8 @@ class ProcessSink:
                 kept = self.unacked.pop(batch_id, None)
                 if kept is not None:
                     self.unacked_spans -= kept[1]
+            if len(message) > 5:
+                self.spooled = collections.Counter(message[5])
             if kind == "bye":
                 self.said_bye = True
                 self.finished = True
@@ -230,6 +239,15 @@ class ProcessSink:
         """Ask the process to open the store and resolve the experiment before any span."""
         self._write(("warm", tracking_uri, experiment_name))
 
+    def process_kill_quietly(self) -> None:
+        """Stop the process now (before its unfinished batches are kept elsewhere)."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.process.kill()
+                self.process.wait(1.0)
+            except Exception:
+                pass
+
     def take_unacked(self) -> list:
         """The batches the process never reported done, given up by it: (destination,
         count, pickle) each, oldest first."""
@@ -241,7 +259,8 @@ class ProcessSink:
     def idle(self) -> bool:
         if self.finished:
             return True
-        return self.exported + sum(self.dropped.values()) + self.held >= self.sent
+        done = self.exported + sum(self.dropped.values()) + sum(self.spooled.values())
+        return done + self.held >= self.sent
 
     def close(self, deadline) -> None:
         """No more spans: tell the process how long it may take, then EOF."""
@@ -331,6 +350,7 @@ class Sinks:
         self.local: LocalSink | None = None  # made when needed
         self.lost: collections.Counter = collections.Counter()  # in a process that died
         self.gone_exported = 0  # written by an exporter process that died later
+        self.gone_spooled: collections.Counter = collections.Counter()
         # Spans held on the sinks' side for the store (kept for the exporter process, or
         # in the local Writer): updated by the exporter thread, read by ``submit``.
         self.backlog = 0
@@ -350,6 +370,13 @@ class Sinks:
         reasons = collections.Counter(self.lost)
         for sink in self.all():
             reasons.update(sink.dropped)
+        return reasons
+
+    def spool_reasons(self) -> collections.Counter:
+        """Spans kept in the spool directory instead of written, by reason."""
+        reasons = collections.Counter(self.gone_spooled)
+        for sink in self.all():
+            reasons.update(sink.spooled)
         return reasons
 
     def idle(self) -> bool:
@@ -407,6 +434,7 @@ class Sinks:
         unfinished = process.take_unacked()
         self.lost.update(process.dropped)
         self.gone_exported += process.exported
+        self.gone_spooled.update(process.spooled)
         self.process = None
         process.abandon()
         local = self.local_sink()
@@ -451,7 +479,7 @@ class Sinks:
 
     def local_sink(self) -> LocalSink:
         if self.local is None:
-            self.local = LocalSink(self.settings.max_queue_spans, self.notify)
+            self.local = LocalSink(self.settings.max_queue_spans, self.notify, self.settings.spool_dir)
         return self.local
 
     def send(self, sink, destination, wires):
@@ -492,6 +520,35 @@ class Sinks:
                 except Exception as exc:
                     report(exc)
 
+    def keep_records(self, queue, reason: str) -> None:
+        """At exit, with the exporter thread stuck in a write: the records still queued go
+        to the spool (when there is one) instead of being lost."""
+        if not self.settings.spool_dir:
+            return
+        from synalinks_obs.export.wire import record_to_wire
+        from synalinks_obs.masking import policy_for
+
+        policy = policy_for(self.settings)
+        groups: dict = {}
+        while True:
+            try:
+                record = queue.popleft()  # the stuck thread may take some too: each once
+            except IndexError:
+                break
+            try:
+                groups.setdefault(record.trace.destination, []).append(
+                    record_to_wire(record, self.settings, policy)
+                )
+            except Exception:
+                self.lost["internal error converting a span"] += 1
+        spool = Spool(self.settings.spool_dir)
+        for destination, wires in groups.items():
+            try:
+                spool.keep(destination.tracking_uri, [(destination, len(wires), wires)])
+                self.gone_spooled[reason] += len(wires)
+            except Exception as exc:
+                self.lost[f"{reason}; cannot keep them in {spool.directory} ({exc!r})"] += len(wires)
+
     def abandon_local(self) -> int:
         """The local Writer's backlog, given up (exit budget spent); how many spans."""
         return self.local.abandon() if self.local is not None else 0
@@ -508,6 +565,16 @@ class Sinks:
     def abandon_process(self) -> int:
         """Stop an exporter process that did not say bye; how many spans it held."""
         process = self.process
-        if process is not None and not process.said_bye:
-            return process.abandon()
-        return 0
+        if process is None or process.said_bye:
+            return 0
+        if self.settings.spool_dir:  # the batches it had not finished go to the spool
+            process.process_kill_quietly()
+            reason = f"exit flush timed out after {self.settings.flush_timeout:g} s"
+            spool = Spool(self.settings.spool_dir)
+            for destination, count, payload in process.take_unacked():
+                try:
+                    spool.keep(destination.tracking_uri, [(destination, count, payload)])
+                    self.gone_spooled[reason] += count
+                except Exception as exc:
+                    self.lost[f"{reason}; cannot keep them in {spool.directory} ({exc!r})"] += count
+        return process.abandon()

@@ -3,19 +3,24 @@
 ``record_to_wire`` runs on the exporter thread: payloads are serialised, redacted and
 truncated here (``export.payloads``) in the shape of ``export.span_io`` (the call's own
 data; LM spans get OpenAI-style ``messages``/``choices``),
-an exception becomes ``(type name, message, stack)``. A ``Wire`` holds only strings,
-numbers and tuples, so it crosses to the exporter process as a pickle, where
-``store.mlflow_spans`` builds the MLflow span from it.
+an exception becomes ``(type name, message, stack)``. What the app set through MLflow's
+APIs (``tracing.mlflow_view``: a call's span attributes, the trace's tags and metadata) and
+what ``trace_context`` stamped on the trace travel with it, masked the same way; a
+streamed LM answer's usage is counted here (``tracing.streams``). A ``Wire`` holds only
+strings, numbers, tuples and plain dicts, so it crosses to the exporter process as a
+pickle, where ``store.mlflow_spans`` builds the MLflow span from it.
 """
 
 from __future__ import annotations
 
+import json
 import traceback
 from typing import NamedTuple
 
 from synalinks_obs.export import span_io
 from synalinks_obs.export.payloads import mask_text, masker_for, materialize, remember, to_json
 from synalinks_obs.masking import Policy, policy_for
+from synalinks_obs.tracing import mlflow_view, streams
 
 
 class Wire(NamedTuple):
@@ -45,6 +50,9 @@ class Wire(NamedTuple):
     trace_root: bool  # the root of a trace of ours (not of a joined MLflow trace)
     foreign: bool  # part of a user's MLflow trace we joined
     trace_kind: str = "call"  # call / build / training / evaluation (a tag of the root)
+    attributes: dict | None = None  # {key: JSON text} the app set on the span through MLflow
+    trace_info: dict | None = None  # the root's: tags, metadata... (``trace_info_of``)
+    first_token_ns: int | None = None  # a streamed LM answer's first token
 
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cost")
@@ -97,6 +105,8 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
     policy = redactor if isinstance(redactor, Policy) else policy_for(settings)
     masker = masker_for(record, policy)
     trace = record.trace
+    if record.stream is not None:
+        streams.settle(record)
     usage, lm_error = _plain_usage(record.usage)
     inputs_json, outputs_json = _payloads(record, settings, masker, lm_error)
     error = record.error
@@ -108,6 +118,13 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
             stack = ""
         error_info = (type(error).__name__, mask_text(_safe_str(error), masker), mask_text(stack[-8000:], masker))
     lm_error = mask_text(lm_error, masker)
+    attributes = _user_attributes(record, masker) if record.shadow is not None else None
+    trace_root = record.parent_span_id is None and not trace.foreign
+    trace_info = None
+    if trace_root:
+        trace_info = trace_info_of(trace, masker)
+        if trace.mlflow_info is not None:
+            mlflow_view.write_theirs_first(trace)
     remember(record, masker)
     return Wire(
         trace.otel_trace_id,
@@ -131,7 +148,53 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
         outputs_json,
         error_info,
         lm_error,
-        record.parent_span_id is None and not trace.foreign,
+        trace_root,
         bool(trace.foreign),
         trace.kind,
+        attributes,
+        trace_info,
+        record.first_token_ns,
     )
+
+
+def _user_attributes(record, masker) -> dict | None:
+    """The span attributes the app set through MLflow (``tracing.mlflow_view``), masked."""
+    found = mlflow_view.user_attributes(record)
+    if not found:
+        return None
+    masked = {}
+    for key, text in found.items():
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        masked[key] = json.dumps(materialize({key: value}, masker)[key], default=str)
+    return masked
+
+
+def trace_info_of(trace, masker) -> dict | None:
+    """What a root's trace carries besides its spans: the tags and metadata stamped on it
+    (``trace_context``, ``mlflow.tracing.context``), then what the app set through
+    MLflow's current-trace APIs while it ran (those win), masked; None when nothing."""
+    tags, metadata = {}, {}
+    if trace.stamps is not None:
+        tags.update(trace.stamps[0] or {})
+        metadata.update(trace.stamps[1] or {})
+    info = {}
+    found = trace.mlflow_info
+    if found is not None:
+        tags.update(found.get("tags") or {})
+        metadata.update(found.get("metadata") or {})
+        for key in ("client_request_id", "request_preview", "response_preview", "state"):
+            if found.get(key) is not None:
+                info[key] = found[key]
+        if found.get("assessments"):
+            info["assessments"] = materialize(list(found["assessments"]), masker)
+    if tags:
+        info["tags"] = {str(k): str(v) for k, v in materialize(tags, masker).items()}
+    if metadata:
+        info["metadata"] = {str(k): str(v) for k, v in materialize(metadata, masker).items()}
+    for key in ("request_preview", "response_preview"):
+        if key in info:
+            info[key] = mask_text(info[key], masker)
+    return info or None

@@ -3,7 +3,8 @@
 ``install(runtime)`` checks the installed Synalinks and MLflow against the supported
 ranges (``versions``), then applies, idempotently and each through
 ``runtime.patches`` (``registry.PatchRegistry``): the traced ``Module.__call__``
-(``module_call``), the routing of Synalinks' own observability API (``synalinks_api``),
+(``module_call``) and streamed LM answers followed to their end (``streaming``), the
+routing of Synalinks' own observability API (``synalinks_api``),
 the 0.9.x LM-usage backport (``lm_usage``), the MLflow internals we replace
 (``mlflow_hooks``) and the training autolog (``training.autolog``). ``uninstrument()``
 reverts them all with ``runtime.patches.revert()``.
@@ -38,10 +39,11 @@ def install(runtime) -> bool:
     """Apply every patch (idempotent); False when a dependency is out of range."""
     if not supported_versions():
         return False
-    from synalinks_obs.patching import lm_usage, mlflow_hooks, module_call, synalinks_api
+    from synalinks_obs.patching import lm_usage, mlflow_hooks, module_call, streaming, synalinks_api
 
     registry = runtime.patches
     module_call.install(registry)
+    streaming.install(registry)
     synalinks_api.install(registry)
     lm_usage.install(registry)
     mlflow_hooks.install(registry)

@@ -5,6 +5,10 @@
   ``@mlflow.trace``) only if it finds the span's trace in its in-memory manager. Instead
   of registering every trace up front (~80 us each), the lookup registers ours
   (``RUNTIME.live_traces``) the first time it misses.
+- ``TracingClient.log_assessment`` / ``TracingClient.get_trace``: ``mlflow.log_feedback``,
+  ``log_expectation`` and ``mlflow.get_trace`` on a trace of ours that has just ended
+  (``mlflow.get_last_active_trace_id()``) read or write it in the store: they first wait
+  (at most ``flush_timeout``) until our queued spans are written, so the trace is there.
 - ``_IsolatedRandomIdGenerator.__del__``: we turn MLflow's isolated id generator on, and
   its ``__del__`` fails during interpreter teardown ("Exception ignored in ..." on the
   app's stderr): guarded.
@@ -25,6 +29,7 @@ GROUP = "mlflow"
 
 def install(registry) -> None:
     _lazy_trace_registration(registry)
+    _written_before_read(registry)
     _quiet_id_generator_teardown(registry)
     from synalinks_obs.store.schema_lock import guard_schema_setup
 
@@ -49,6 +54,36 @@ def _lazy_trace_registration(registry) -> None:
 
     get_mlflow_trace_id_from_otel_id.__wrapped__ = original
     registry.apply(manager_class, name, get_mlflow_trace_id_from_otel_id, GROUP)
+
+
+def _written_before_read(registry) -> None:
+    try:
+        client_class = mlflow_compat.tracing_client_class()
+    except Exception:  # no tracing client: nothing reads traces this way
+        return
+    for name in ("log_assessment", "get_trace"):
+        original = getattr(client_class, name, None)
+        if original is None or registry.is_patched(client_class, name):
+            continue
+        registry.apply(client_class, name, _after_our_spans(original), GROUP)
+
+
+def _after_our_spans(original):
+    """``original(client, trace_id, ...)``, after our spans of ``trace_id`` are written if it
+    is a trace of ours that ended moments ago."""
+
+    def wrapper(self, trace_id, *args, **kwargs):
+        if RUNTIME.recent_roots.pop(trace_id, None) is not None:
+            exporter = RUNTIME.exporter
+            if exporter is not None:
+                exporter.flush()
+        return original(self, trace_id, *args, **kwargs)
+
+    wrapper.__name__ = original.__name__
+    wrapper.__qualname__ = original.__qualname__
+    wrapper.__doc__ = original.__doc__
+    wrapper.__wrapped__ = original
+    return wrapper
 
 
 def _quiet_id_generator_teardown(registry) -> None:

@@ -27,7 +27,7 @@ import inspect
 from synalinks_obs import reporting
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
-from synalinks_obs.tracing import context, records
+from synalinks_obs.tracing import context, records, streams
 from synalinks_obs.tracing.routing import ASIDE
 
 MARK = "__synalinks_obs_wrapper__"
@@ -88,6 +88,9 @@ def _finish(record, outputs, error) -> None:
             return
         context.leave(record)
         if not record.trace.sampled:
+            return
+        if error is None and record.span_type == "CHAT_MODEL" and streams.is_stream(outputs):
+            streams.follow(record, outputs)  # its span ends when the stream has been read
             return
         usage = None
         getter = record.usage_getter

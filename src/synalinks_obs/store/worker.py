@@ -24,11 +24,13 @@ import time
 
 from synalinks_obs.compat import stdlib as stdlib_compat
 from synalinks_obs.store import protocol
+from synalinks_obs.store.spool import Spool
 from synalinks_obs.store.writer import Writer
 
 
 def main(argv=None) -> int:
-    """Entry point of the exporter process: ``argv = [out_fd, exit_budget, max_spans]``."""
+    """Entry point of the exporter process: ``argv = [out_fd, exit_budget, max_spans,
+    spool_dir]`` (``spool_dir`` optional, empty: no spool)."""
     import signal
 
     argv = sys.argv[1:] if argv is None else argv
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
             if message is None:
                 return
 
-    writer = Writer(max_spans, notify=send)
+    spool_dir = argv[3] if len(argv) > 3 else ""
+    writer = Writer(max_spans, notify=send, spool=Spool(spool_dir) if spool_dir else None)
     threading.Thread(target=reader, name="synalinks-obs-reader", daemon=True).start()
     # Ready once MLflow is imported: until then the app writes what cannot wait itself.
     # What is imported lives for ever: keep the collector off it, and collect rarely
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
                 timeout_reason=f"exit flush timed out after {exit_budget:g} s",
             )
         else:
-            wait = writer.pump()
+            wait = writer.pump(stop=lambda: bool(inbox))  # a message (close?) comes first
         if not niced and (writer.warmed or writer.exported or writer.held or writer.dropped):
             # In the background once started (imported, the store opened and its schema
             # created at full speed): when cores are scarce, the app goes first.
@@ -134,13 +137,13 @@ def main(argv=None) -> int:
                 os.nice(10)
             except OSError:
                 pass
-        state = (writer.exported, dict(writer.dropped), writer.held)
+        state = (writer.exported, dict(writer.dropped), writer.held, dict(writer.spooled))
         finished, writer.finished_tags = writer.finished_tags, []
         if state != reported or finished:
             reported = state
-            send("done", *state, finished)
+            send("done", *state[:3], finished, state[3])
         if closing or stop.is_set() or os.getppid() != parent:
-            send("bye", *state, [])
+            send("bye", *state[:3], [], state[3])
             return 0
 
 

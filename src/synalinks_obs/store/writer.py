@@ -16,7 +16,9 @@ down, failing or slow:
   asked again for ``REJECTED_RETRY_AFTER`` seconds: its spans are dropped at once with
   the reason (one line naming the variables to fix), never retried in a loop;
 - at the end (``drain``) what cannot be written before the deadline is dropped with the
-  reason, and a store already known to be down is not waited for.
+  reason, and a store already known to be down is not waited for; with a spool
+  (``store.spool``, ``SYNALINKS_OBS_SPOOL_DIR``) it is kept there instead, and the spool
+  of a store is taken over after the first successful write to it.
 
 It runs in the exporter process (``store.worker``), or in the app's exporter thread
 when that process cannot be used.
@@ -33,11 +35,13 @@ from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
-from synalinks_obs.store.mlflow_spans import root_trace_info_of, wire_to_span
+from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of
+from synalinks_obs.store.otlp import OtlpRoute
 from synalinks_obs.store.schema_lock import guard_schema_setup
 from synalinks_obs.store.server_support import check_server_version
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
+DRAIN_MARGIN = 1.5  # at exit, a batch is started only if 1.5x its expected time is left
 MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
 REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
@@ -61,7 +65,7 @@ def _quiet_schema_setup():
 
 
 class _StoreState:
-    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until")
+    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until", "span_seconds")
 
     def __init__(self):
         self.healthy = False  # a probe (http) or a write succeeded since the last failure
@@ -69,17 +73,34 @@ class _StoreState:
         self.next_try = 0.0
         self.reason = ""
         self.rejected_until = 0.0  # refused our credentials: spans are dropped until then
+        self.span_seconds = 0.0  # recent seconds per span written (0: not known yet)
 
 
 class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts", "tag")
+    __slots__ = ("destination", "count", "payload", "attempts", "tag", "forwarded", "claim", "group")
 
-    def __init__(self, destination, count, payload, tag=None):
+    def __init__(self, destination, count, payload, tag=None, claim=None):
         self.destination = destination
         self.count = count
         self.payload = payload  # list of span tuples, or their pickle
         self.attempts = 0
         self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
+        self.forwarded = False  # sent to the OTLP endpoint (store.otlp), once
+        self.claim = claim  # the spool file it came from (store.spool.Claim), if any
+        self.group = None  # [parts left, tag] when the batch was split (``Writer._split``)
+
+    def settled(self):
+        """Written, dropped or spooled again: its spool file may go once all its batches
+        are. Returns the sender's tag to report (once every part of its batch is done)."""
+        if self.claim is not None:
+            self.claim.batch_done()
+            self.claim = None
+        group, self.group = self.group, None
+        if group is not None:
+            group[0] -= 1
+            return group[1] if group[0] == 0 else None
+        tag, self.tag = self.tag, None
+        return tag
 
     def wires(self):
         payload = self.payload
@@ -89,8 +110,12 @@ class _Chunk:
 class Writer:
     """Writes span tuples to their destinations; see the module docstring."""
 
-    def __init__(self, max_spans: int, notify=None):
+    def __init__(self, max_spans: int, notify=None, spool=None):
         self.max_spans = max_spans
+        self.spool = spool  # store.spool.Spool, or None: what cannot be written is dropped
+        self.spooled: collections.Counter = collections.Counter()  # reason -> spans kept
+        self._adopted: set = set()  # stores whose spool files this writer took over
+        self.out_of_time = False  # the last pump left batches that would end past its deadline
         self._chunks: collections.deque[_Chunk] = collections.deque()
         self.pending = 0  # spans in the backlog
         self.exported = 0
@@ -100,6 +125,7 @@ class Writer:
         self._clients: dict = {}
         self._versions_checked: set = set()  # tracking URIs whose server version passed
         self._notify = notify or (lambda *message: None)
+        self.otlp = OtlpRoute(self._notify)  # MLflow's OTLP settings (store.otlp)
         # Tags of the batches done with since the caller last took them (written, or
         # dropped and counted): the exporter process reports them, so the app knows
         # which batches it no longer needs to keep for a resend.
@@ -180,8 +206,29 @@ class Writer:
                 self._rejected(tracking_uri, refused, [], 0)
             else:
                 self._failed(tracking_uri, exc)
+            return
         finally:
             self.warmed = True
+        self._adopt_spool(tracking_uri)
+
+    def _adopt_spool(self, uri) -> None:
+        """Take over the spool files of a store that just worked (once per store)."""
+        if self.spool is None or uri in self._adopted:
+            return
+        self._adopted.add(uri)
+        try:
+            batches = self.spool.claim(uri)
+        except Exception as exc:
+            self._notify("warning", f"cannot read the spool {self.spool.directory} ({exc!r})")
+            return
+        self.take_spooled(batches)
+
+    def take_spooled(self, batches) -> None:
+        """Add batches claimed from the spool (``Spool.claim``) to the backlog."""
+        for destination, count, payload, claim in batches:
+            self._adopted.add(destination.tracking_uri)
+            self._chunks.append(_Chunk(destination, count, payload, claim=claim))
+            self.pending += count
 
     # -- writing ------------------------------------------------------------------------
     def _state(self, uri) -> _StoreState:
@@ -245,6 +292,8 @@ class Writer:
         state.next_try = 0.0
         state.reason = ""
         state.rejected_until = 0.0
+        if self.spool is not None and uri not in self._adopted:
+            self._adopt_spool(uri)
 
     def _client(self, tracking_uri):
         client = self._clients.get(tracking_uri)
@@ -255,13 +304,18 @@ class Writer:
             self._clients[tracking_uri] = client
         return client
 
-    def pump(self) -> float | None:
+    def pump(self, deadline: float | None = None, stop=None) -> float | None:
         """Write what can be written now. Returns None when the backlog is empty, else
-        the seconds until a store that failed may be tried again."""
+        the seconds until a store that failed may be tried again. With ``deadline`` (the
+        exit), a batch that would not be written before it, at the store's recent pace,
+        is not started (``out_of_time``); ``stop()`` true: return before the next batch."""
         now = time.monotonic()
         blocked: list[_Chunk] = []
         wait = None
+        self.out_of_time = False
         while self._chunks:
+            if stop is not None and stop():
+                break
             first = self._chunks.popleft()
             destination = first.destination
             state = self._state(destination.tracking_uri)
@@ -273,11 +327,21 @@ class Writer:
                 delay = state.next_try - now
                 wait = delay if wait is None else min(wait, delay)
                 continue
+            limit = BATCH_SPANS
+            pace = state.span_seconds * DRAIN_MARGIN
+            if deadline is not None and pace:
+                limit = min(limit, int((deadline - now) / pace))
+                if limit < 1:
+                    blocked.append(first)
+                    self.out_of_time = True
+                    continue
+                if first.count > limit:
+                    first = self._split(first, limit)
             batch = [first]
             count = first.count
-            while self._chunks and count < BATCH_SPANS:
+            while self._chunks and count < limit:
                 nxt = self._chunks[0]
-                if nxt.destination != destination:
+                if nxt.destination != destination or count + nxt.count > limit:
                     break
                 batch.append(self._chunks.popleft())
                 count += nxt.count
@@ -290,23 +354,53 @@ class Writer:
             return None
         return max(0.0, wait or 0.0)
 
+    def _split(self, chunk: _Chunk, count: int) -> _Chunk:
+        """The first ``count`` spans of a chunk; the rest goes back to the front."""
+        wires = chunk.wires()
+        head = _Chunk(chunk.destination, count, wires[:count], claim=chunk.claim)
+        rest = _Chunk(chunk.destination, len(wires) - count, wires[count:], claim=chunk.claim)
+        if chunk.claim is not None:
+            chunk.claim.open_batches += 1  # one batch of its file is now two
+        group = chunk.group
+        if group is None and chunk.tag is not None:
+            group = [1, chunk.tag]
+        if group is not None:  # the sender's batch is done when both parts are
+            group[0] += 1
+            head.group = rest.group = group
+        rest.attempts = head.attempts = chunk.attempts
+        rest.forwarded = head.forwarded = chunk.forwarded  # (OTLP: sent once, as a whole)
+        self._chunks.appendleft(rest)
+        return head
+
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
+        forwarder = self.otlp.forwarder()
+        if forwarder is not None and not forwarder.dual:  # MLflow's settings: OTLP only
+            self.otlp.forward(forwarder, batch)
+            self.pending -= count
+            self.exported += count
+            self._settle(batch)
+            return True
         try:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
-            wires = [wire for chunk in batch for wire in chunk.wires()]
-            spans = [wire_to_span(wire) for wire in wires]
-            client = self._client(uri)
+            client = self._client(uri)  # (opening the store is not the write's pace)
             if uri not in self._versions_checked:
                 check_server_version(uri, client)
                 self._versions_checked.add(uri)
+            started = time.monotonic()
+            wires, otel_spans = self.otlp.forward(forwarder, batch)
+            from mlflow.entities import Span
+
             self.writing = (uri, time.monotonic())
             try:
-                client.log_spans(experiment_id, spans)
+                client.log_spans(experiment_id, [Span(span) for span in otel_spans])
             finally:
                 self.writing = None
+            state = self._state(uri)
+            pace = (time.monotonic() - started) / max(1, count)
+            state.span_seconds = pace if not state.span_seconds else 0.5 * (state.span_seconds + pace)
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
@@ -322,37 +416,59 @@ class Writer:
                 return True
             return False
         self._ok(uri)
-        if destination.run_id is not None:  # before the batch counts as written (flush)
-            self._link_to_run(destination, experiment_id, wires)
+        # before the batch counts as written (flush): run links, trace metadata the app set
+        self._finish_traces(destination, experiment_id, wires)
         self.pending -= count
         self.exported += count
-        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
+        self._settle(batch)
         return True
 
-    def _done_with(self, batch, count, reason) -> None:
+    def _done_with(self, batch, count, reason, keep: bool = False) -> None:
+        """Give up on a batch: kept in the spool when ``keep`` and there is one, else
+        dropped (counted with ``reason``)."""
         self.pending -= count
-        self._drop(count, reason)
-        self.finished_tags.extend(chunk.tag for chunk in batch if chunk.tag is not None)
-
-    def _link_to_run(self, destination, experiment_id, wires) -> None:
-        """Give each finished root of a run's traces MLflow's source-run metadata.
-
-        ``log_spans`` cannot write trace metadata, so the finished trace info (same times,
-        state and name as ``log_spans`` derived from the spans) is sent again with
-        ``mlflow.sourceRun`` through the store's ``start_trace``, which merges it into the
-        existing trace (see ``synalinks_obs.training``).
-        """
-        client = self._client(destination.tracking_uri)
-        for wire in wires:
-            if wire.parent_span_id is not None or wire.foreign:
-                continue
+        if keep and self.spool is not None and count:
             try:
-                client.start_trace(root_trace_info_of(wire, experiment_id, destination.run_id))
+                self.spool.keep(
+                    batch[0].destination.tracking_uri,
+                    [(chunk.destination, chunk.count, chunk.payload) for chunk in batch],
+                )
+                self.spooled[reason] += count
             except Exception as exc:
+                self._drop(count, f"{reason}; cannot keep them in {self.spool.directory} ({exc!r})")
+        else:
+            self._drop(count, reason)
+        self._settle(batch)
+
+    def _settle(self, batch) -> None:
+        for chunk in batch:
+            tag = chunk.settled()
+            if tag is not None:
+                self.finished_tags.append(tag)
+
+    def _finish_traces(self, destination, experiment_id, wires) -> None:
+        """Give finished roots what ``log_spans`` cannot write: a run's traces MLflow's
+        source-run metadata (see ``synalinks_obs.training``), and the metadata, client
+        request id, previews, state or assessments the app set on a trace.
+
+        The finished trace info (same times, state and name as ``log_spans`` derived from
+        the spans) is sent again through the store's ``start_trace``, which merges it
+        into the existing trace.
+        """
+        run_id = destination.run_id
+        client = None
+        for wire in wires:
+            if not wire.trace_root or (run_id is None and not needs_trace_info(wire)):
+                continue
+            client = client or self._client(destination.tracking_uri)
+            try:
+                client.start_trace(root_trace_info_of(wire, experiment_id, run_id))
+            except Exception as exc:
+                what = f"link traces to run {run_id}" if run_id is not None else "write trace metadata"
                 self._notify(
                     "warning",
-                    f"cannot link traces to run {destination.run_id} "
-                    f"({type(exc).__name__}: {reporting.first_line(exc)}); the spans were written",
+                    f"cannot {what} ({type(exc).__name__}: {reporting.first_line(exc)}); "
+                    "the spans were written",
                 )
                 return
 
@@ -360,34 +476,37 @@ class Writer:
         self, deadline: float, wait_for_down_stores: bool = False,
         timeout_reason: str = "exit flush timed out",
     ) -> None:
-        """Write the backlog until ``deadline``; drop (and count) what is left.
+        """Write the backlog until ``deadline``; spool or drop (and count) what is left.
 
         A store already known to be down gets one more probe, not the whole budget
         (unless ``wait_for_down_stores``)."""
         if not wait_for_down_stores:
             for uri, state in list(self._stores.items()):
                 if time.monotonic() < state.rejected_until:
-                    self._drop_destination_uri(uri, state.reason)
+                    self._drop_destination_uri(uri, state.reason, keep=True)
                 elif not state.healthy and state.failures and uris.is_http(uri):
                     try:
                         probe(uri, timeout=min(PROBE_TIMEOUT, max(0.1, deadline - time.monotonic())))
                         state.next_try = 0.0
                     except StoreUnavailable as exc:
                         state.reason = str(exc)
-                        self._drop_destination_uri(uri, state.reason)
+                        self._drop_destination_uri(uri, state.reason, keep=True)
         while self._chunks:
-            wait = self.pump()
-            if wait is None:
+            wait = self.pump(deadline)
+            if wait is None or self.out_of_time:
                 break
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             time.sleep(min(wait, left))
+        left: dict = {}
         while self._chunks:
             chunk = self._chunks.popleft()
             state = self._stores.get(chunk.destination.tracking_uri)
             reason = state.reason if state is not None and state.reason else timeout_reason
-            self._done_with([chunk], chunk.count, reason)
+            left.setdefault((chunk.destination.tracking_uri, reason), []).append(chunk)
+        for (_, reason), chunks in left.items():
+            self._done_with(chunks, sum(chunk.count for chunk in chunks), reason, keep=True)
 
     def stuck_reason(self) -> str:
         """Why a deadline passed while this writer was busy: '' or ' (a write to ...)'."""
@@ -397,11 +516,14 @@ class Writer:
         uri, since = writing
         return f" (a write to {uris.display(uri)} had not returned after {time.monotonic() - since:.0f} s)"
 
-    def _drop_destination_uri(self, uri, reason) -> None:
-        keep = collections.deque()
+    def _drop_destination_uri(self, uri, reason, keep: bool = False) -> None:
+        kept = collections.deque()
+        mine = []
         for chunk in self._chunks:
             if chunk.destination.tracking_uri == uri:
-                self._done_with([chunk], chunk.count, reason)
+                mine.append(chunk)
             else:
-                keep.append(chunk)
-        self._chunks = keep
+                kept.append(chunk)
+        self._chunks = kept
+        if mine:
+            self._done_with(mine, sum(chunk.count for chunk in mine), reason, keep=keep)

@@ -6,10 +6,16 @@ Parent-child comes from a context of our own, never from Synalinks' ``CallContex
   thread; it is set and reset inside the same coroutine, so sequential siblings stay
   siblings and calls awaited concurrently (``asyncio.gather``, tasks, threads) each keep
   their own parent.
-- MLflow's OpenTelemetry runtime context holds an ``ObsSpan`` (a non-recording span
-  carrying our ids) while a sampled call runs, so ``mlflow.start_span`` /
-  ``@mlflow.trace`` inside a module nest under it, and a call made inside a user's MLflow
-  span joins that span's trace (``records.begin``).
+- MLflow's OpenTelemetry runtime context holds an ``ObsSpan`` (a span carrying our ids)
+  while a sampled call runs, so ``mlflow.start_span`` / ``@mlflow.trace`` inside a module
+  nest under it, a call made inside a user's MLflow span joins that span's trace
+  (``records.begin``), and MLflow's current-span APIs find the call: the first time one
+  of them reads the span (its ``attributes``), ``tracing.mlflow_view`` shows the call to
+  MLflow as one of its live spans. While an unsampled trace's root runs, the context
+  holds a span marked not sampled, so MLflow's parent-based sampler drops what MLflow
+  would record inside it (one decision per trace).
+- ``STAMPS`` holds the tags and metadata ``synalinks_obs.trace_context`` stamps on the
+  traces started in its scope.
 - ``DESTINATION_OVERRIDE`` sends the traces started in a context elsewhere (a training
   run, see ``training.monitor``): the ``fit()`` task and the tasks it starts inherit it.
   Threads do not inherit ContextVars: ``tracing.threads`` carries the run over to the
@@ -27,6 +33,7 @@ import threading
 
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.util.types import Attributes
 
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.runtime import RUNTIME
@@ -38,7 +45,12 @@ DESTINATION_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar(
     "synalinks_obs_destination", default=None
 )
 
+# The tags and metadata synalinks_obs.trace_context stamps on the traces started in its
+# scope: ``(tags, metadata)``, each a dict (merged with the enclosing scopes'), or None.
+STAMPS: contextvars.ContextVar = contextvars.ContextVar("synalinks_obs_trace_stamps", default=None)
+
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 class MlflowContext:
@@ -55,13 +67,20 @@ class MlflowContext:
         return self._attach(otel_trace.set_span_in_context(span, self.current_context()))
 
 
-class ObsSpan(NonRecordingSpan):
-    """What MLflow's context holds while one of our calls runs: our ids, nothing else."""
+class ObsSpan(otel_trace.Span):
+    """What MLflow's context holds while one of our calls runs: our ids, and MLflow's view
+    of the call once an MLflow API asks for it.
+
+    Not a ``NonRecordingSpan``: MLflow's current-span APIs (``get_current_active_span``,
+    ``update_current_trace``, ``get_active_trace_id``, the autologgers' parent lookup)
+    ignore those. They read the span's ``attributes`` for its MLflow trace id: that first
+    read is when the call is registered with MLflow (``tracing.mlflow_view.expose``);
+    a call nobody asks about costs what a non-recording span costs.
+    """
 
     __slots__ = ("record", "_obs_context")
 
     def __init__(self, record):
-        super().__init__(None)
         self.record = record
         # The SpanContext (a validated tuple, ~3 us) is built only if someone asks.
         self._obs_context = None
@@ -72,6 +91,64 @@ class ObsSpan(NonRecordingSpan):
             record = self.record
             context = self._obs_context = SpanContext(
                 record.trace.otel_trace_id, record.span_id, False, _SAMPLED
+            )
+        return context
+
+    @property
+    def context(self) -> SpanContext:  # what MLflow reads on the SDK's spans
+        return self.get_span_context()
+
+    @property
+    def attributes(self) -> Attributes:
+        """The attributes of MLflow's live span for this call (made now if needed)."""
+        return self.record.trace.tracer.expose(self.record)
+
+    # The OpenTelemetry API of a span nobody records through (as NonRecordingSpan's).
+    def is_recording(self) -> bool:
+        return False
+
+    def end(self, end_time=None) -> None:
+        pass
+
+    def set_attributes(self, attributes) -> None:
+        pass
+
+    def set_attribute(self, key, value) -> None:
+        pass
+
+    def add_event(self, name, attributes=None, timestamp=None) -> None:
+        pass
+
+    def add_link(self, context, attributes=None) -> None:
+        pass
+
+    def update_name(self, name) -> None:
+        pass
+
+    def set_status(self, status, description=None) -> None:
+        pass
+
+    def record_exception(self, exception, attributes=None, timestamp=None, escaped=False) -> None:
+        pass
+
+
+class UnsampledSpan(NonRecordingSpan):
+    """What MLflow's context holds while an unsampled trace's root runs: our ids, marked
+    not sampled (the SpanContext built only if someone asks)."""
+
+    __slots__ = ("record", "_obs_context")
+
+    def __init__(self, record):
+        super().__init__(None)
+        self.record = record
+        self._obs_context = None
+
+    def get_span_context(self) -> SpanContext:
+        context = self._obs_context
+        if context is None:
+            record = self.record
+            context = self._obs_context = SpanContext(
+                record.trace.otel_trace_id, record.span_id, False, _NOT_SAMPLED
             )
         return context
 
@@ -101,11 +178,16 @@ def enter(record) -> None:
     Both contexts or neither: if attaching to MLflow's context fails, ours is reset
     before the error propagates."""
     token = CURRENT.set(record)
-    if not record.trace.sampled:
-        record.tokens = (token, None)
-        return
+    trace = record.trace
+    if not trace.sampled:
+        if record.parent is not None or trace.foreign:
+            record.tokens = (token, None)
+            return
+        span = UnsampledSpan(record)
+    else:
+        span = ObsSpan(record)
     try:
-        otel_token = CONTEXTS.mlflow.attach(ObsSpan(record))
+        otel_token = CONTEXTS.mlflow.attach(span)
     except BaseException:
         CURRENT.reset(token)
         raise

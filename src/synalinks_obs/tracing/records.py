@@ -57,12 +57,12 @@ class TraceRecord:
 
     __slots__ = (
         "otel_trace_id", "trace_id", "destination", "origin", "kind", "sampled", "registered",
-        "foreign", "tracer", "secrets",
+        "foreign", "tracer", "secrets", "stamps", "mlflow_info", "ended", "last_asked",
     )
 
     def __init__(
         self, otel_trace_id, destination, sampled, tracer, foreign=False, trace_id=None,
-        kind="call", origin=None,
+        kind="call", origin=None, stamps=None,
     ):
         self.otel_trace_id = otel_trace_id
         self.trace_id = trace_id or f"tr-{otel_trace_id:032x}"
@@ -80,6 +80,14 @@ class TraceRecord:
         # Values met under secret keys in the trace's records so far (exporter thread):
         # masked wherever else they appear in the trace (export.payloads).
         self.secrets = set()
+        # What the context it started in stamps on it (synalinks_obs.trace_context,
+        # mlflow.tracing.context): ``(tags, metadata)`` mappings, or None.
+        self.stamps = stamps
+        # What the app set through MLflow's current-trace APIs while it ran (tags,
+        # metadata, assessments...), read when its root ends (``tracing.mlflow_view``).
+        self.mlflow_info = None
+        self.ended = False  # its root call has returned
+        self.last_asked = 0.0  # monotonic time an MLflow API last asked about it (mlflow_view)
 
 
 class CallRecord:
@@ -89,7 +97,8 @@ class CallRecord:
         "trace", "span_id", "parent_span_id", "parent", "call_id", "parent_call_id",
         "module_class", "module_name", "description", "span_type", "symbolic",
         "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error", "cost", "usage",
-        "model", "module_id", "tokens", "usage_getter", "usage_before", "secrets",
+        "model", "module_id", "tokens", "usage_getter", "usage_before", "secrets", "shadow",
+        "first_token_ns", "stream",
     )
 
     def __init__(self, trace):
@@ -104,6 +113,9 @@ class CallRecord:
         self.tokens = None
         self.usage_getter = None
         self.secrets = None  # set on the exporter thread (export.payloads.masker_for)
+        self.shadow = None  # MLflow's LiveSpan of this call, made when MLflow asks (mlflow_view)
+        self.stream = None  # a streamed LM answer's raw chunks (tracing.streams)
+        self.first_token_ns = None
 
     @property
     def name(self) -> str:
@@ -154,6 +166,10 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
             trace = joined
             parent = None
             parent_span_id = parent_ctx.span_id
+        elif valid and not parent_ctx.trace_flags.sampled:
+            # Inside a trace a sampler dropped (MLflow's, or ours in another thread's
+            # context): the whole trace stays dropped.
+            trace = tracer.new_trace(args, destination, sampled=False)
         elif parent is not None:
             trace = parent.trace
             parent_span_id = parent.span_id

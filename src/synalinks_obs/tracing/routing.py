@@ -29,6 +29,13 @@ ASIDE = object()
 
 class _Routing:
     builtin_monitor = None  # synalinks.hooks.Monitor, when it exists (a class, cached)
+    # hook class -> OURS, BUILTIN or None (any other hook: Synalinks' Logger...): one dict
+    # read per hook on every call instead of a failing hasattr (the hot path, see
+    # benchmarks/overhead.py).
+    kinds: dict = {}
+
+
+OURS, BUILTIN = "ours", "builtin"
 
 
 _ROUTING = _Routing()
@@ -43,7 +50,25 @@ def install() -> None:
         _ROUTING.builtin_monitor = synalinks_compat.builtin_hook_monitor_class()
     except Exception:
         _ROUTING.builtin_monitor = None
+    _ROUTING.kinds = {}
     RUNTIME.route = route
+
+
+def _kind(hook):
+    cls = type(hook)
+    try:
+        return _ROUTING.kinds[cls]
+    except KeyError:
+        pass
+    builtin = _ROUTING.builtin_monitor
+    if hasattr(cls, "synalinks_obs_destination"):
+        kind = OURS
+    elif builtin is not None and issubclass(cls, builtin):
+        kind = BUILTIN
+    else:
+        kind = None
+    _ROUTING.kinds[cls] = kind
+    return kind
 
 
 def hook_tracer():
@@ -73,13 +98,14 @@ def route(module, tracer):
     try:
         monitor = None
         hooks = synalinks_compat.module_hooks(module)
-        if hooks:
-            builtin = _ROUTING.builtin_monitor
-            for hook in hooks:
-                if monitor is None and hasattr(hook, "synalinks_obs_destination"):
-                    monitor = hook
-                elif builtin is not None and isinstance(hook, builtin):
-                    return None, ASIDE  # Synalinks' own Monitor writes this call
+        for hook in hooks:
+            kind = _kind(hook)
+            if kind is None:
+                continue
+            if monitor is None and kind is OURS:
+                monitor = hook
+            elif kind is BUILTIN:
+                return None, ASIDE  # Synalinks' own Monitor writes this call
         if monitor is not None:
             if tracer is None:
                 tracer = hook_tracer()

@@ -3,25 +3,27 @@
 ``Tracer`` decides where a new trace goes (its destination, or a per-context override
 such as a training run; program building to the ``-build`` companion experiment) and
 what kind of trace it is (a trace tag: call, build, training, evaluation), samples whole
-traces, joins a user's MLflow trace when a call runs inside one, registers our live traces with MLflow's in-memory trace manager when
-MLflow asks (so spans a user opens with ``mlflow.start_span`` inside a module call are
-accepted as children of ours), and hands finished records to the exporter. A training
+traces (``SYNALINKS_OBS_SAMPLE_RATE``, else MLflow's ``MLFLOW_TRACE_SAMPLING_RATIO``),
+stamps a new trace with the tags and metadata of the context it starts in
+(``synalinks_obs.trace_context``, ``mlflow.tracing.context``), joins a user's MLflow trace
+when a call runs inside one, shows our calls to MLflow when MLflow asks
+(``tracing.mlflow_view``), and hands finished records to the exporter. A training
 run's observer (``RUNTIME.run_observers``, see ``training.feedback``) hears when a trace
 of its run starts (the root call's arguments) and ends (its outputs, error and cost).
 """
 
 from __future__ import annotations
 
-import time
-
 from synalinks_obs import reporting
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
-from synalinks_obs.settings import BUILD_SUFFIX
-from synalinks_obs.tracing import context
+from synalinks_obs.settings import BUILD_SUFFIX, effective_sample_rate
+from synalinks_obs.tracing import context, mlflow_view
 from synalinks_obs.tracing.capture import is_symbolic_call
 from synalinks_obs.tracing.records import IDS, Destination, TraceRecord, finish
+
+RECENT_ROOTS = 1_000  # MLflow trace ids of finished roots remembered (see RUNTIME.recent_roots)
 
 
 def build_destination(destination: Destination) -> Destination:
@@ -36,22 +38,31 @@ class Tracer:
     def __init__(self, settings, tracking_uri: str, exporter):
         self.settings = settings
         self.capture_payloads = settings.capture_payloads
-        self.sample_rate = settings.sample_rate
+        self.sample_rate = effective_sample_rate(settings)
         self.symbolic_traces = settings.symbolic_traces
         self.destination = Destination(tracking_uri, settings.experiment_name)
         self.exporter = exporter
         self._usage_getters: dict[type, object] = {}
         self._trace_manager_class = mlflow_compat.trace_manager_class()
+        self._mlflow_trace_context = mlflow_compat.configured_trace_context()
+        # MLflow's OTLP settings send traces to a collector and not to MLflow: a trace
+        # shown to MLflow needs no experiment then.
+        self.otlp_only = mlflow_compat.otlp_only()
         context.configure()
 
+    def trace_manager(self):
+        """MLflow's in-memory trace manager."""
+        return self._trace_manager_class.get_instance()
+
     # -- traces -----------------------------------------------------------------------
-    def new_trace(self, args=(), destination=None) -> TraceRecord:
+    def new_trace(self, args=(), destination=None, sampled=None) -> TraceRecord:
         """A new trace; ``destination`` (a Monitor hook's) wins over every other.
 
         Program building (a root call on symbolic data models) is a ``build`` trace: it
         stays on the tracing side even while a training run is active, and goes to the
         ``-build`` companion of its experiment, beside it, or nowhere
-        (``settings.symbolic_traces``).
+        (``settings.symbolic_traces``). ``sampled=False``: a trace a sampler upstream
+        dropped.
         """
         symbolic = bool(args) and is_symbolic_call(args)
         if destination is None:
@@ -61,7 +72,15 @@ class Tracer:
         origin = destination
         kind = destination.trace_kind
         rng = IDS.rng
-        sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
+        if sampled is None:
+            sampled = self.sample_rate >= 1.0 or rng.random() < self.sample_rate
+        stamps = context.STAMPS.get()
+        read_mlflow = self._mlflow_trace_context
+        if read_mlflow is not None and (configured := read_mlflow()) is not None:
+            if configured[2] is False:  # mlflow.tracing.context(enabled=False)
+                sampled = False
+            if configured[0] or configured[1]:
+                stamps = _merged(configured, stamps)
         if symbolic:
             kind = "build"
             mode = self.symbolic_traces
@@ -70,50 +89,24 @@ class Tracer:
             elif mode == "build" and destination.experiment_id is None:
                 destination = build_destination(destination)
         trace = TraceRecord(
-            rng.getrandbits(128) or 1, destination, sampled, self, kind=kind, origin=origin
+            rng.getrandbits(128) or 1, destination, sampled, self, kind=kind, origin=origin,
+            stamps=stamps,
         )
         if sampled:
-            RUNTIME.live_traces[trace.otel_trace_id] = (trace, self)  # see register_with_mlflow
+            RUNTIME.live_traces[trace.otel_trace_id] = (trace, self)  # see mlflow_view.register
             if destination.run_id is not None and not symbolic:
                 observer = RUNTIME.run_observers.get(destination.run_id)
                 if observer is not None:
                     observer.trace_started(trace, args)
         return trace
 
+    def expose(self, record) -> dict:
+        """MLflow's view of a call, made when an MLflow API asks (``tracing.mlflow_view``)."""
+        return mlflow_view.expose(record)
+
     def register_with_mlflow(self, trace: TraceRecord, manager=None) -> str | None:
-        """Register a live trace in MLflow's in-memory trace manager; its MLflow id.
-
-        Only done when MLflow looks the trace up, i.e. when a user's MLflow span starts
-        inside one of our calls (``patching.mlflow_hooks``): building MLflow's trace info
-        for every trace would cost the calling thread ~80 us per trace.
-        """
-        try:
-            # The user's MLflow call needs it now; MLflow itself would look it up here.
-            experiment_id = self.exporter.experiment_id_now(trace.destination)
-        except Exception:  # the store cannot tell (the exporter said why, once)
-            return None
-        try:
-            from mlflow.entities.trace_info import TraceInfo
-            from mlflow.entities.trace_location import TraceLocation
-            from mlflow.entities.trace_state import TraceState
-
-            info = TraceInfo(
-                trace_id=trace.trace_id,
-                trace_location=TraceLocation.from_experiment_id(experiment_id),
-                request_time=time.time_ns() // 1_000_000,
-                state=TraceState.IN_PROGRESS,
-                trace_metadata={},
-                tags={},
-            )
-            if manager is None:
-                manager = self._trace_manager_class.get_instance()
-            trace.registered = True
-            manager.register_trace(trace.otel_trace_id, info)
-            return trace.trace_id
-        except Exception as exc:
-            trace.registered = False
-            reporting.internal_error("registering a trace with MLflow", exc)
-            return None
+        """Register a live trace in MLflow's trace manager (``tracing.mlflow_view``)."""
+        return mlflow_view.register(self, trace, manager)
 
     def join_foreign_trace(self, parent_ctx) -> TraceRecord | None:
         """The trace of a user's MLflow span our call runs in, or None if not MLflow's."""
@@ -145,37 +138,46 @@ class Tracer:
 
     def end(self, record, outputs=None, error=None, usage=None) -> None:
         finish(record, outputs, error, usage, self.capture_payloads)
-        trace = record.trace
+        if record.shadow is not None:  # MLflow asked about this call
+            try:
+                mlflow_view.finish_call(record)
+            except Exception as exc:
+                reporting.internal_error("ending MLflow's view of a call", exc)
         if record.parent_span_id is None:  # the trace's root
-            RUNTIME.live_traces.pop(trace.otel_trace_id, None)
+            trace = record.trace
             run_id = trace.destination.run_id
             if run_id is not None:
                 observer = RUNTIME.run_observers.get(run_id)
                 if observer is not None:
                     observer.trace_ended(trace, outputs, error, record.cost)
-            if trace.registered:
-                trace.registered = False
-                try:
-                    self._unregister(trace)
-                except Exception as exc:
-                    reporting.internal_error("unregistering a trace from MLflow", exc)
+            self._root_ended(trace)
         self.exporter.submit(record)
 
-    # MLflow exports the spans a user opened inside our trace from its own batch thread,
-    # and that export needs the trace registered: such a trace is dropped from MLflow's
-    # registry by our exporter thread, right after it has flushed MLflow's processors.
-    # (While registered, MLflow's client would read the trace info from memory.)
-    def _unregister(self, trace: TraceRecord) -> None:
-        manager = self._trace_manager_class.get_instance()
-        with manager.get_trace(trace.trace_id) as mlflow_trace:
-            has_mlflow_spans = mlflow_trace is not None and bool(mlflow_trace.span_dict)
-        if not has_mlflow_spans:
-            manager.pop_trace(trace.otel_trace_id)
+    def _root_ended(self, trace: TraceRecord) -> None:
+        RUNTIME.live_traces.pop(trace.otel_trace_id, None)
+        trace.ended = True
+        if trace.registered:
+            try:
+                mlflow_view.finish_trace(trace)
+            except Exception as exc:
+                reporting.internal_error("reading the trace MLflow held", exc)
+        if trace.foreign:
             return
-        timeout = self.settings.flush_timeout
+        # What mlflow.get_last_active_trace_id() returns, as after one of MLflow's traces;
+        # MLflow reading this trace from the store soon waits for its spans (mlflow_hooks).
+        trace_id = trace.trace_id
+        recent = RUNTIME.recent_roots
+        recent[trace_id] = True
+        if len(recent) > RECENT_ROOTS:
+            recent.pop(next(iter(recent), None), None)
+        mlflow_compat.set_last_active_trace_id(trace_id)
 
-        def flush_then_pop():
-            mlflow_compat.flush_mlflow_span_processors(timeout)
-            manager.pop_trace(trace.otel_trace_id)
 
-        self.exporter.call_soon(flush_then_pop)
+def _merged(outer, inner):
+    """``(tags, metadata)``: ``outer``'s (a ``(tags, metadata, ...)`` tuple) with ``inner``'s
+    (``(tags, metadata)`` or None) over them."""
+    tags, metadata = dict(outer[0] or {}), dict(outer[1] or {})
+    if inner is not None:
+        tags.update(inner[0] or {})
+        metadata.update(inner[1] or {})
+    return tags, metadata

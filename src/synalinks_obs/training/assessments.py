@@ -77,9 +77,10 @@ class AssessmentWriter:
                 self._thread.start()
             self._condition.notify()
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float, quiet: bool = False) -> None:
         """Write what is queued (no more waiting: the traces were flushed), within
-        ``timeout`` seconds; what is left then is counted as lost."""
+        ``timeout`` seconds; what is left then is counted as lost (said in one warning,
+        unless ``quiet``: the traces themselves could not be written, already said)."""
         deadline = time.monotonic() + timeout
         with self._condition:
             self._closing = True
@@ -96,7 +97,7 @@ class AssessmentWriter:
             self._items.clear()
             self.lost += left_over
             self._condition.notify_all()
-        if left_over and not self._broken:
+        if left_over and not self._broken and not quiet:
             self._warn(
                 "feedback",
                 f"synalinks-obs: {left_over} feedback assessment(s) of run {self.run_id} were "

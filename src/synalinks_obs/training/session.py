@@ -195,13 +195,18 @@ class RunSession:
     def finish_tags(self) -> dict:
         return self.budget.tags() if self.budget is not None else {}
 
-    def close(self, finished: bool = True) -> None:
+    def close(self, finished: bool = True, traces_failed: bool = False) -> None:
         """The run ends: forget its observer, write the feedback left (the Monitor has
-        flushed the traces); briefly when the fit failed or was interrupted."""
+        flushed the traces); briefly when the fit failed or was interrupted, and at once
+        and without a second warning when the traces could not be written (said already:
+        feedback needs its trace in the store)."""
         if self.observer is not None:
             RUNTIME.run_observers.pop(self.run.run_id, None)
         if self.writer is not None:
-            self.writer.close(FEEDBACK_DRAIN_TIMEOUT if finished else FAILED_DRAIN_TIMEOUT)
+            if traces_failed:
+                self.writer.close(0.0, quiet=True)
+            else:
+                self.writer.close(FEEDBACK_DRAIN_TIMEOUT if finished else FAILED_DRAIN_TIMEOUT)
 
 
 def _ignore(*_args) -> None:
