@@ -59,6 +59,7 @@ class StoreHealth:
         state.healthy = False
         state.failures += 1
         state.next_try = time.monotonic() + min(MAX_BACKOFF, 0.5 * 2 ** (state.failures - 1))
+        self._versions_checked.discard(uri)  # asked again next time: it may be replaced
         if isinstance(exc, StoreUnavailable):
             reason = str(exc)
         else:

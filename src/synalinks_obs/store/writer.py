@@ -3,7 +3,8 @@
 ``Writer`` owns everything that talks to the tracking store for spans: resolving
 (creating) experiments, building MLflow spans from ``Wire`` tuples
 (``store.mlflow_spans``), writing them with MLflow's store-level ``log_spans`` in batches
-(many traces per call), linking traces to training runs, and surviving a store that is
+(many traces per call; a server older than MLflow 3.10 is refused in one line:
+``store.server_support``), linking traces to training runs, and surviving a store that is
 down, failing or slow:
 
 - a backlog capped at ``max_spans`` (what does not fit is dropped and counted);
@@ -37,6 +38,7 @@ from synalinks_obs.store.health import PROBE_TIMEOUT, StoreUnavailable, probe, r
 from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of
 from synalinks_obs.store.otlp import OtlpRoute
 from synalinks_obs.store.schema_lock import guard_schema_setup
+from synalinks_obs.store.server_support import check_server_version
 from synalinks_obs.store.store_health import StoreHealth
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
@@ -77,6 +79,7 @@ class Writer(StoreHealth):
         self._stores: dict = {}
         self._experiment_ids: dict = {}
         self._clients: dict = {}
+        self._versions_checked: set = set()  # tracking URIs whose server version passed
         self._notify = notify or (lambda *message: None)
         self.otlp = OtlpRoute(self._notify)  # MLflow's OTLP settings (store.otlp)
         # Tags of the batches done with since the caller last took them (written, or
@@ -257,6 +260,9 @@ class Writer(StoreHealth):
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
             client = self._client(uri)  # (opening the store is not the write's pace)
+            if uri not in self._versions_checked:
+                check_server_version(uri, client)
+                self._versions_checked.add(uri)
             started = time.monotonic()
             wires, otel_spans = self.otlp.forward(forwarder, batch)
             from mlflow.entities import Span
