@@ -16,3 +16,19 @@ find_python() {
     echo "needs Python 3.12 or 3.13 (set PYTHON=/path/to/python3.12)" >&2
     return 1
 }
+
+# find_python_minor REPO 3.13 prints that minor version's interpreter: $PYTHON<major><minor>
+# (e.g. PYTHON313), pyenv with the repo's .python-version, or python3.13 on PATH.
+find_python_minor() {
+    local repo="$1" minor="$2" var="PYTHON${2//./}" candidate
+    if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
+    if command -v pyenv >/dev/null 2>&1; then
+        candidate="$(cd "$repo" && pyenv which "python$minor" 2>/dev/null || true)"
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return; fi
+    fi
+    if command -v "python$minor" >/dev/null 2>&1 && "python$minor" -c pass 2>/dev/null; then
+        command -v "python$minor"; return
+    fi
+    echo "needs Python $minor (set $var=/path/to/python$minor)" >&2
+    return 1
+}

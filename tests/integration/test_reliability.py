@@ -632,10 +632,11 @@ def test_writer_survives_a_failing_store_a_down_store_and_a_full_buffer(sqlite_u
 
     from mlflow.tracing.client import TracingClient
 
+    from synalinks_obs.store import store_health
     from synalinks_obs.store import writer as _writer
     from synalinks_obs.tracing.records import Destination
 
-    monkeypatch.setattr(_writer, "MAX_BACKOFF", 0.05)
+    monkeypatch.setattr(store_health, "MAX_BACKOFF", 0.05)
     good = Destination(sqlite_uri, "writer")
 
     # A full buffer: what does not fit is dropped and counted, the rest is written.
@@ -672,7 +673,9 @@ def test_writer_survives_a_failing_store_a_down_store_and_a_full_buffer(sqlite_u
     down = Destination(closed, "writer")
     probes, writes = [], []
     real_probe = _writer.probe
-    monkeypatch.setattr(_writer, "probe", lambda uri, *a, **k: probes.append(uri) or real_probe(uri, *a, **k))
+    counted = lambda uri, *a, **k: probes.append(uri) or real_probe(uri, *a, **k)  # noqa: E731
+    monkeypatch.setattr(_writer, "probe", counted)  # the probe at the end
+    monkeypatch.setattr(store_health, "probe", counted)  # the probe before a write
     monkeypatch.setattr(TracingClient, "log_spans", lambda self, *a: writes.append(a))
     writer = _writer.Writer(max_spans=100)
     writer.add(down, 4, _wires(4, trace_id=4))

@@ -13,6 +13,7 @@ can share them:
 mlflow is imported lazily, like everywhere in the test support code.
 """
 
+import inspect
 import json
 import time
 
@@ -49,14 +50,18 @@ def load_traces(tracking_uri, experiment_name):
     experiment_id = _experiment_id(client, experiment_name)
     trace_ids = []
     page_token = None
+    # ``flush`` (pending asynchronous writes first) is newer than some MLflow releases
+    # the compatibility matrix runs.
+    can_flush = "flush" in inspect.signature(client.search_traces).parameters
     while True:
+        extra = {"flush": page_token is None} if can_flush else {}
         page = client.search_traces(
             locations=[experiment_id],
             max_results=PAGE_SIZE,
             order_by=["timestamp_ms ASC"],
             page_token=page_token,
             include_spans=False,
-            flush=page_token is None,
+            **extra,
         )
         trace_ids.extend(trace.info.trace_id for trace in page)
         page_token = page.token

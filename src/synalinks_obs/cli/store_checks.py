@@ -190,11 +190,19 @@ def check_trace_write(store: StoreSession) -> Check:
     name = "trace write"
     try:
         from synalinks_obs.compat import mlflow as mlflow_compat
+        from synalinks_obs.store import server_support
         from synalinks_obs.store.mlflow_spans import wire_to_span
 
         experiment_id = store.experiment_id()
         wire = _scratch_wire()
-        mlflow_compat.tracing_client(store.target.tracking_uri).log_spans(experiment_id, [wire_to_span(wire)])
+        client = mlflow_compat.tracing_client(store.target.tracking_uri)
+        try:
+            server_support.check_server_version(store.target.tracking_uri, client)
+        except server_support.ServerTooOld as exc:
+            return Check(name, False, str(exc).split("; ")[0],
+                         f"upgrade the tracking server to MLflow >= {server_support.OLDEST_SERVER} "
+                         "(README, Compatibility)")
+        client.log_spans(experiment_id, [wire_to_span(wire)])
         trace = None
         deadline = time.monotonic() + 10
         while trace is None and time.monotonic() < deadline:

@@ -376,6 +376,22 @@ def clear_server_version_cache() -> None:
         )
 
 
+def server_version(client):
+    """The MLflow version (``packaging`` ``Version``) of the server behind a
+    ``TracingClient`` on an http(s) URI, from the REST store's own cached ``/version``
+    lookup (the one its ``log_spans`` makes anyway), or None when unknown."""
+    try:
+        store = client.store
+        return store._get_server_version(store.get_host_creds())
+    except AttributeError as exc:
+        note_fallback(
+            "RestStore._get_server_version",
+            "the server's version is unknown: a server older than MLflow 3.10 (which "
+            "cannot show the spans written) is not named as the cause", exc,
+        )
+        return None
+
+
 def forget_inherited_connections() -> None:
     """In a forked child: new locks for MLflow's store registry and SQLAlchemy engine map,
     and the inherited database connections dropped without closing the parent's."""

@@ -23,7 +23,6 @@ be down is not waited for), and spans finished *later* (threads still running af
 from __future__ import annotations
 
 import collections
-import enum
 import heapq
 import itertools
 import os
@@ -32,7 +31,10 @@ import threading
 import time
 
 from synalinks_obs import reporting, uris
+from synalinks_obs.export.exit_pass import ExitPass
+from synalinks_obs.export.fork_safety import ForkSafety
 from synalinks_obs.export.sinks import Sinks
+from synalinks_obs.export.thread_state import State
 from synalinks_obs.export.wire import record_to_wire
 from synalinks_obs.masking import policy_for
 from synalinks_obs.store.experiments import resolve_experiment
@@ -44,15 +46,7 @@ RESOLVE_RETRY_AFTER = 30.0  # seconds before an experiment that failed to resolv
 _log = reporting.logger(__name__)
 
 
-class State(enum.Enum):
-    IDLE = "idle"
-    RUNNING = "running"
-    PARKING = "parking"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class Exporter:
+class Exporter(ExitPass, ForkSafety):
     """The process-wide background exporter (one thread, see the module docstring)."""
 
     def __init__(self, settings):
@@ -421,121 +415,3 @@ class Exporter:
             self.state = State.STOPPED
         if report:
             self.report()
-
-    def write_late_spans(self, timeout: float | None = None) -> None:
-        """The last pass at exit: spans finished after ``shutdown`` (threads still running
-        when ``main`` returned) are written inline within what is left of the exit
-        budget, or counted; then the one exit line."""
-        if self._pid != os.getpid():
-            return
-        thread = self._thread
-        if self._queue and thread is not None and thread.is_alive():  # the first pass is stuck
-            self._drop(len(self._queue), "finished after the exit flush, which timed out")
-            self._queue.clear()
-        elif self._queue:
-            left = (self._deadline - time.monotonic()) if self._deadline else (
-                self.settings.flush_timeout if timeout is None else timeout
-            )
-            if left > 0:
-                with self._lock:
-                    self.state = State.STOPPING
-                self._write_inline(left)
-                with self._lock:
-                    self.state = State.STOPPED
-            else:
-                self._drop(len(self._queue), "finished after the exit flush, past its budget")
-                self._queue.clear()
-        self.report()
-
-    def _write_inline(self, budget: float) -> None:
-        """Write what is queued from this thread (at exit no thread can be started)."""
-        if not (self._has_work() or self.sinks.all()):
-            return
-        if self.sinks.process is None and not self.sinks.mlflow_unsafe:
-            self.sinks.process_tried = True  # not worth an interpreter now
-        try:
-            self._run(deadline=time.monotonic() + budget)
-        except Exception as exc:
-            self._report_close_error(exc)
-        left = len(self._queue) + self._busy
-        self._queue.clear()
-        if left:
-            self._drop(left, f"exit flush timed out after {budget:g} s")
-
-    def report(self) -> None:
-        """Print the one line saying how many spans were not written, why, and where
-        they were kept (the spool) or could have been."""
-        dropped = self.drop_reasons()
-        spooled = self.sinks.spool_reasons()
-        reasons = dropped + spooled
-        total = sum(reasons.values())
-        if total:
-            detail = "; ".join(f"{n} {why}" for why, n in reasons.most_common())
-            line = f"synalinks-obs: {total} span(s) were not written to MLflow ({detail})"
-            kept = sum(spooled.values())
-            if kept:
-                line += (
-                    f"; {kept} kept in {self.settings.spool_dir}: written by the next process "
-                    "that traces into the same store, or now with `python -m synalinks_obs "
-                    "flush-spool`"
-                )
-            if sum(dropped.values()) and not self.settings.spool_dir:
-                line += "; set SYNALINKS_OBS_SPOOL_DIR to keep such spans for the next run"
-            reporting.say(line)
-            self._drop_reasons.clear()
-            self.sinks.lost.clear()
-            self.sinks.gone_spooled.clear()
-
-    # -- fork (see export.service) ------------------------------------------------------
-    def before_fork(self, timeout: float) -> bool:
-        """Let the exporter thread finish what it is doing and exit, at most ``timeout``
-        seconds, so the fork copies no lock held mid-operation and Python sees a
-        single-threaded process; True when it did."""
-        thread = self._thread
-        if thread is None or self._pid != os.getpid() or not thread.is_alive():
-            return True
-        with self._lock:
-            if self.state is not State.RUNNING:
-                return True
-            self.state = State.PARKING
-        self._wake()
-        thread.join(timeout)
-        if thread.is_alive():
-            return False
-        if thread.native_id is not None:
-            # join() returns a moment before the OS thread is gone, and Python counts
-            # OS threads to decide whether to warn about forking a threaded process.
-            task = f"/proc/self/task/{thread.native_id}"
-            deadline = time.monotonic() + 0.5
-            while os.path.exists(task) and time.monotonic() < deadline:
-                time.sleep(0.0005)
-        return True
-
-    def after_fork_in_parent(self) -> None:
-        """The thread comes back with the next span or flush (not from here: Python 3.13
-        counts threads after these hooks and would warn that the app forked a
-        multi-threaded process); at exit the queue is written inline."""
-        with self._lock:
-            if self.state is State.PARKING:
-                thread = self._thread
-                if thread is None or not thread.is_alive():
-                    self._thread = None
-                    self.state = State.IDLE
-                else:  # it did not step aside in time: it simply goes on
-                    self.state = State.RUNNING
-
-    def after_fork_in_child(self, parked: bool) -> None:
-        """Forget the parent's queue, thread and exporter process (the parent writes its
-        own spans); this process starts its own on its first span."""
-        process = self.sinks.process
-        old_fds = (self._wake_r, self._wake_w)
-        known = dict(self._experiment_ids)  # facts about the stores, still true here
-        self._reset(mlflow_unsafe=not parked and self.settings.export_process)
-        self._experiment_ids = known
-        for fd in old_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if process is not None:
-            process.forget_in_child()

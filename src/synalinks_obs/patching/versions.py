@@ -7,7 +7,7 @@ patch point.
 
 SUPPORTED = {
     "synalinks": ((0, 9), (1, 0)),
-    "mlflow": ((3, 5), (4, 0)),
+    "mlflow": ((3, 13), (4, 0)),
 }
 
 

@@ -1,6 +1,6 @@
 """The exporter process: reads span batches from the app, writes them with ``Writer``.
 
-Started by the app's exporter thread (``export.sinks.ProcessSink``) with the same Python
+Started by the app's exporter thread (``export.process_sink.ProcessSink``) with the same Python
 (``python -P -c ...``: the app's directory is not on its path) so that MLflow's span
 building and SQLAlchemy work run on another core, not the app's GIL. Once started (its
 imports done, the store opened by its first write or, when the app asks at start-up,

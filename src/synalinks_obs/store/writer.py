@@ -3,7 +3,8 @@
 ``Writer`` owns everything that talks to the tracking store for spans: resolving
 (creating) experiments, building MLflow spans from ``Wire`` tuples
 (``store.mlflow_spans``), writing them with MLflow's store-level ``log_spans`` in batches
-(many traces per call), linking traces to training runs, and surviving a store that is
+(many traces per call; a server older than MLflow 3.10 is refused in one line:
+``store.server_support``), linking traces to training runs, and surviving a store that is
 down, failing or slow:
 
 - a backlog capped at ``max_spans`` (what does not fit is dropped and counted);
@@ -27,22 +28,22 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import pickle
 import time
 
 from synalinks_obs import reporting, uris
 from synalinks_obs.compat import mlflow as mlflow_compat
+from synalinks_obs.store.chunks import Chunk, split_chunk
 from synalinks_obs.store.experiments import resolve_experiment
-from synalinks_obs.store.health import PROBE_TIMEOUT, StoreRejected, StoreUnavailable, probe, rejection
+from synalinks_obs.store.health import PROBE_TIMEOUT, StoreUnavailable, probe, rejection
 from synalinks_obs.store.mlflow_spans import needs_trace_info, root_trace_info_of
 from synalinks_obs.store.otlp import OtlpRoute
 from synalinks_obs.store.schema_lock import guard_schema_setup
+from synalinks_obs.store.server_support import check_server_version
+from synalinks_obs.store.store_health import StoreHealth
 
 BATCH_SPANS = 5_000  # most spans per log_spans call
 DRAIN_MARGIN = 1.5  # at exit, a batch is started only if 1.5x its expected time is left
-MAX_BACKOFF = 5.0
 MAX_ATTEMPTS = 4  # writes of one batch to a store that looks healthy
-REJECTED_RETRY_AFTER = 60.0  # seconds a store that refused our credentials is left alone
 SCHEMA_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables..."
 
 
@@ -62,50 +63,7 @@ def _quiet_schema_setup():
         logger.setLevel(level)
 
 
-class _StoreState:
-    __slots__ = ("healthy", "failures", "next_try", "reason", "rejected_until", "span_seconds")
-
-    def __init__(self):
-        self.healthy = False  # a probe (http) or a write succeeded since the last failure
-        self.failures = 0
-        self.next_try = 0.0
-        self.reason = ""
-        self.rejected_until = 0.0  # refused our credentials: spans are dropped until then
-        self.span_seconds = 0.0  # recent seconds per span written (0: not known yet)
-
-
-class _Chunk:
-    __slots__ = ("destination", "count", "payload", "attempts", "tag", "forwarded", "claim", "group")
-
-    def __init__(self, destination, count, payload, tag=None, claim=None):
-        self.destination = destination
-        self.count = count
-        self.payload = payload  # list of span tuples, or their pickle
-        self.attempts = 0
-        self.tag = tag  # the sender's id of this batch (see ``finished_tags``)
-        self.forwarded = False  # sent to the OTLP endpoint (store.otlp), once
-        self.claim = claim  # the spool file it came from (store.spool.Claim), if any
-        self.group = None  # [parts left, tag] when the batch was split (``Writer._split``)
-
-    def settled(self):
-        """Written, dropped or spooled again: its spool file may go once all its batches
-        are. Returns the sender's tag to report (once every part of its batch is done)."""
-        if self.claim is not None:
-            self.claim.batch_done()
-            self.claim = None
-        group, self.group = self.group, None
-        if group is not None:
-            group[0] -= 1
-            return group[1] if group[0] == 0 else None
-        tag, self.tag = self.tag, None
-        return tag
-
-    def wires(self):
-        payload = self.payload
-        return pickle.loads(payload) if isinstance(payload, bytes) else payload
-
-
-class Writer:
+class Writer(StoreHealth):
     """Writes span tuples to their destinations; see the module docstring."""
 
     def __init__(self, max_spans: int, notify=None, spool=None):
@@ -114,13 +72,14 @@ class Writer:
         self.spooled: collections.Counter = collections.Counter()  # reason -> spans kept
         self._adopted: set = set()  # stores whose spool files this writer took over
         self.out_of_time = False  # the last pump left batches that would end past its deadline
-        self._chunks: collections.deque[_Chunk] = collections.deque()
+        self._chunks: collections.deque[Chunk] = collections.deque()
         self.pending = 0  # spans in the backlog
         self.exported = 0
         self.dropped: collections.Counter = collections.Counter()
         self._stores: dict = {}
         self._experiment_ids: dict = {}
         self._clients: dict = {}
+        self._versions_checked: set = set()  # tracking URIs whose server version passed
         self._notify = notify or (lambda *message: None)
         self.otlp = OtlpRoute(self._notify)  # MLflow's OTLP settings (store.otlp)
         # Tags of the batches done with since the caller last took them (written, or
@@ -151,7 +110,7 @@ class Writer:
         if self.pending + count > self.max_spans:
             self.refuse(destination, count, tag)
             return
-        self._chunks.append(_Chunk(destination, count, payload, tag))
+        self._chunks.append(Chunk(destination, count, payload, tag))
         self.pending += count
 
     def refuse(self, destination, count: int, tag=None) -> None:
@@ -224,73 +183,10 @@ class Writer:
         """Add batches claimed from the spool (``Spool.claim``) to the backlog."""
         for destination, count, payload, claim in batches:
             self._adopted.add(destination.tracking_uri)
-            self._chunks.append(_Chunk(destination, count, payload, claim=claim))
+            self._chunks.append(Chunk(destination, count, payload, claim=claim))
             self.pending += count
 
     # -- writing ------------------------------------------------------------------------
-    def _state(self, uri) -> _StoreState:
-        state = self._stores.get(uri)
-        if state is None:
-            state = self._stores[uri] = _StoreState()
-        return state
-
-    def _check_store(self, uri) -> None:
-        state = self._state(uri)
-        if state.healthy or not uris.is_http(uri):
-            return
-        probe(uri)
-        if state.failures:
-            mlflow_compat.clear_server_version_cache()
-        state.healthy = True
-
-    def _failed(self, uri, exc) -> None:
-        state = self._state(uri)
-        was_healthy = state.healthy
-        state.healthy = False
-        state.failures += 1
-        state.next_try = time.monotonic() + min(MAX_BACKOFF, 0.5 * 2 ** (state.failures - 1))
-        if isinstance(exc, StoreUnavailable):
-            reason = str(exc)
-        else:
-            reason = f"{type(exc).__name__}: {reporting.first_line(exc)}"
-            if "server version" in reason:
-                mlflow_compat.clear_server_version_cache()
-        if reason != state.reason:
-            state.reason = reason
-            self._notify("problem", reason)
-        return was_healthy
-
-    def _rejected(self, uri, refused: StoreRejected, batch, count) -> None:
-        """The store refused our credentials: drop what goes there, ask again later."""
-        state = self._state(uri)
-        state.healthy = False
-        state.failures += 1
-        state.rejected_until = time.monotonic() + REJECTED_RETRY_AFTER
-        reason = str(refused)
-        if reason != state.reason:
-            state.reason = reason
-            self._notify("rejected", reason)
-        self._done_with(batch, count, reason)
-        self._drop_destination_uri(uri, reason)
-
-    def forget_rejections(self) -> None:
-        """New credentials: stores that refused the old ones are asked again at once."""
-        for state in self._stores.values():
-            if state.rejected_until:
-                state.rejected_until = 0.0
-                state.healthy = False
-                state.reason = ""
-
-    def _ok(self, uri) -> None:
-        state = self._state(uri)
-        state.healthy = True
-        state.failures = 0
-        state.next_try = 0.0
-        state.reason = ""
-        state.rejected_until = 0.0
-        if self.spool is not None and uri not in self._adopted:
-            self._adopt_spool(uri)
-
     def _client(self, tracking_uri):
         client = self._clients.get(tracking_uri)
         if client is None:
@@ -306,7 +202,7 @@ class Writer:
         exit), a batch that would not be written before it, at the store's recent pace,
         is not started (``out_of_time``); ``stop()`` true: return before the next batch."""
         now = time.monotonic()
-        blocked: list[_Chunk] = []
+        blocked: list[Chunk] = []
         wait = None
         self.out_of_time = False
         while self._chunks:
@@ -332,7 +228,7 @@ class Writer:
                     self.out_of_time = True
                     continue
                 if first.count > limit:
-                    first = self._split(first, limit)
+                    first = split_chunk(self._chunks, first, limit)
             batch = [first]
             count = first.count
             while self._chunks and count < limit:
@@ -350,24 +246,6 @@ class Writer:
             return None
         return max(0.0, wait or 0.0)
 
-    def _split(self, chunk: _Chunk, count: int) -> _Chunk:
-        """The first ``count`` spans of a chunk; the rest goes back to the front."""
-        wires = chunk.wires()
-        head = _Chunk(chunk.destination, count, wires[:count], claim=chunk.claim)
-        rest = _Chunk(chunk.destination, len(wires) - count, wires[count:], claim=chunk.claim)
-        if chunk.claim is not None:
-            chunk.claim.open_batches += 1  # one batch of its file is now two
-        group = chunk.group
-        if group is None and chunk.tag is not None:
-            group = [1, chunk.tag]
-        if group is not None:  # the sender's batch is done when both parts are
-            group[0] += 1
-            head.group = rest.group = group
-        rest.attempts = head.attempts = chunk.attempts
-        rest.forwarded = head.forwarded = chunk.forwarded  # (OTLP: sent once, as a whole)
-        self._chunks.appendleft(rest)
-        return head
-
     def _write(self, destination, batch, count) -> bool:
         """True when the batch is done (written or dropped for good)."""
         uri = destination.tracking_uri
@@ -382,6 +260,9 @@ class Writer:
             self._check_store(uri)
             experiment_id = self.experiment_id(destination)
             client = self._client(uri)  # (opening the store is not the write's pace)
+            if uri not in self._versions_checked:
+                check_server_version(uri, client)
+                self._versions_checked.add(uri)
             started = time.monotonic()
             wires, otel_spans = self.otlp.forward(forwarder, batch)
             from mlflow.entities import Span

@@ -114,13 +114,16 @@ def test_mlflows_rest_helper_missing_means_no_health_probe(monkeypatch, caplog):
         ("mlflow.store.db.utils._initialize_tables",
          lambda m: m.db_utils_schema_functions(types.SimpleNamespace())),
         ("RestStore._get_server_version.cache_clear", None),
+        # A tracing client whose store lacks MLflow's cached /version lookup: unknown version.
+        ("RestStore._get_server_version",
+         lambda m: m.server_version(types.SimpleNamespace(store=types.SimpleNamespace()))),
         ("SqlAlchemyStore._engine_map", None),
     ],
 )
 def test_mlflow_store_internals_missing(name, call, monkeypatch):
     from synalinks_obs.compat import mlflow as mlflow_compat
 
-    if name.startswith("RestStore"):
+    if name == "RestStore._get_server_version.cache_clear":
         from mlflow.store.tracking.rest_store import RestStore
 
         monkeypatch.setattr(RestStore, "_get_server_version", staticmethod(lambda creds: None))

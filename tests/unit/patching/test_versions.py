@@ -10,8 +10,8 @@ from synalinks_obs.patching import versions
     "distribution, text, supported",
     [
         ("synalinks", "0.9.0", True), ("synalinks", "0.10.14", True), ("synalinks", "0.8.9", False),
-        ("synalinks", "1.0.0", False), ("mlflow", "3.5.0", True), ("mlflow", "3.17.2", True),
-        ("mlflow", "3.4.0", False), ("mlflow", "", False), ("synalinks", "garbage", False),
+        ("synalinks", "1.0.0", False), ("mlflow", "3.13.0", True), ("mlflow", "3.17.2", True),
+        ("mlflow", "3.12.0", False), ("mlflow", "", False), ("synalinks", "garbage", False),
     ],
 )
 def test_ranges(distribution, text, supported):
