@@ -293,10 +293,8 @@ class Exporter(ExitPass, ForkSafety):
         settings = self.settings
         redactor = policy_for(settings)
         while queue:
-            # A slice of what is queued now, counted in ``_busy`` (by ``submit`` too) from
-            # before it leaves the queue until the sinks hold it: records the app adds
-            # meanwhile wait for the next slice, within ``max_queue_spans`` together; and
-            # one slice's JSON, pickle and frame exist at once, never a whole batch's.
+            # A slice, in ``_busy`` (``submit`` counts it) until the sinks hold it: one
+            # slice's JSON, pickle and frame at a time, never a whole batch's.
             self._busy = min(len(queue), SEND_SLICE)
             taken = collections.deque()
             try:
