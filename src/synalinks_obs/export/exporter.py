@@ -4,15 +4,16 @@ The calling thread only appends a finished ``CallRecord`` to a bounded queue
 (``submit``). One daemon thread per process wakes every ``export_interval`` seconds (or
 when a batch is full, a flush is asked for, or a fork is coming), turns the records into
 ``Wire`` tuples (``export.wire``: payloads serialised, redacted, truncated) and hands them
-to a sink (``export.sinks``: the exporter process, or a Writer in this thread).
+to a sink (``export.sinks``: the exporter process, or a Writer in this thread),
+``SEND_SLICE`` records at a time.
 
 The thread's life is one ``State``: ``IDLE`` (none yet, or it stepped aside for a fork:
 the next span or flush starts it again), ``RUNNING``, ``PARKING`` (a fork is coming: it
 finishes what it does and exits, so no lock of ours or MLflow's is copied mid-operation),
 ``STOPPING`` (exit: write what is queued, close the sinks) and ``STOPPED``.
 
-Guarantees: bounded memory (past ``max_queue_spans`` spans queued here or held for the
-store by the sinks, new spans are dropped and counted);
+Guarantees: bounded memory (past ``max_queue_spans`` spans queued here, being
+serialised, or held for the store by the sinks, new spans are dropped and counted);
 what is dropped is reported in one line at exit, never per span; at exit what is queued
 is written before threads are torn down, bounded by ``flush_timeout`` (a store known to
 be down is not waited for), and spans finished *later* (threads still running after
@@ -40,6 +41,7 @@ from synalinks_obs.store.experiments import resolve_experiment
 from synalinks_obs.store.health import StoreUnavailable, probe, rejection
 
 BATCH_SIZE = 2_000  # queued records that wake the exporter thread before its interval
+SEND_SLICE = 200  # records serialised and handed to a sink at a time (its Writer merges them)
 RESOLVE_RETRY_AFTER = 30.0  # seconds before an experiment that failed to resolve is retried
 _log = reporting.logger(__name__)
 
@@ -93,7 +95,8 @@ class Exporter(ExitPass, ForkSafety):
     # -- calling thread -------------------------------------------------------------------
     def submit(self, record) -> None:
         queue = self._queue
-        if len(queue) + self.sinks.backlog >= self.settings.max_queue_spans:
+        # queued + being serialised + held by the sinks: all of them count (``_busy``)
+        if len(queue) + self._busy + self.sinks.backlog >= self.settings.max_queue_spans:
             self._drop(1, self._full_reason)
             return
         queue.append(record)
@@ -290,13 +293,19 @@ class Exporter(ExitPass, ForkSafety):
         settings = self.settings
         redactor = policy_for(settings)
         while queue:
-            groups: dict = {}
-            count = 0
-            self._busy = min(len(queue), BATCH_SIZE)  # before they leave the queue (flush)
+            # A slice, in ``_busy`` (``submit`` counts it) until the sinks hold it: one
+            # slice's JSON, pickle and frame at a time, never a whole batch's.
+            self._busy = min(len(queue), SEND_SLICE)
+            taken = collections.deque()
             try:
-                while count < BATCH_SIZE:
-                    record = queue.popleft()
-                    count += 1
+                for _ in range(self._busy):
+                    taken.append(queue.popleft())
+            except IndexError:  # (taken at exit by ``Sinks.keep_records``)
+                pass
+            try:
+                groups: dict = {}
+                while taken:
+                    record = taken.popleft()
                     try:
                         wire = record_to_wire(record, settings, redactor)
                     except Exception as exc:
@@ -304,14 +313,13 @@ class Exporter(ExitPass, ForkSafety):
                         reporting.internal_error("converting a span", exc)
                         continue
                     groups.setdefault(record.trace.destination, []).append(wire)
-            except IndexError:
-                pass
-            try:
+                record = wire = None
                 for destination, wires in groups.items():
                     sink = self.sinks.send(sink, destination, wires)
             finally:
+                groups = wires = None
+                self.sinks.update_backlog()  # before ``_busy`` stops counting them
                 self._busy = 0
-                self.sinks.update_backlog()
 
     def _run_soon(self) -> None:
         while self._soon:
