@@ -227,6 +227,10 @@ class Settings(BaseSettings):
 MLFLOW_SAMPLING_ENV = "MLFLOW_TRACE_SAMPLING_RATIO"
 
 
+# What a setting whose default is "unset" falls back to, in the "using the default" line.
+_UNSET_MEANS = {"sample_rate": "(unset: MLflow's MLFLOW_TRACE_SAMPLING_RATIO, else 1.0)"}
+
+
 def effective_sample_rate(settings: Settings, report=None) -> float:
     """The fraction of traces kept: ours when set (``SYNALINKS_OBS_SAMPLE_RATE``,
     ``enable(sample_rate=...)``), else MLflow's ``MLFLOW_TRACE_SAMPLING_RATIO``, else 1.0.
@@ -308,6 +312,8 @@ def load_settings(report=None, **overrides: Any) -> Settings:
                 if field and field not in bad_env:
                     default = Settings.model_fields[field].get_default() if field in Settings.model_fields else None
                     shown = repr(default) if len(repr(default)) <= 80 else "value"
+                    if default is None:  # unset has a meaning of its own: say it
+                        shown = _UNSET_MEANS.get(field, "(unset)")
                     _report(_one_line({**error, "loc": (field,)}, "env") + f"; using the default {shown}")
                     bad_env.add(field)
                     progressed = True

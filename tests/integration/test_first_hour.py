@@ -235,7 +235,7 @@ def test_doctor_plain_passes_and_require_tracing_checks_a_launcher_set_up(wheel_
 
 # -- item 10: a bad value says what is used instead ------------------------------------------
 BAD_VALUES = {
-    "SYNALINKS_OBS_SAMPLE_RATE": ("2", "1.0"),
+    "SYNALINKS_OBS_SAMPLE_RATE": ("2", "(unset: MLflow's MLFLOW_TRACE_SAMPLING_RATIO, else 1.0)"),
     "SYNALINKS_OBS_MAX_QUEUE_SPANS": ("0", "100000"),
     "SYNALINKS_OBS_EXPORT_INTERVAL": ("-1", "0.5"),
     "SYNALINKS_OBS_CAPTURE_PAYLOADS": ("maybe", "True"),

@@ -8,11 +8,14 @@ why, and where they were kept (the spool) or could have been. A mixin of ``Expor
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 
 from synalinks_obs import reporting
 from synalinks_obs.export.thread_state import State
+
+QUEUE_FULL = "queue full (the exporter is slower than the app)"
 
 
 class ExitPass:
@@ -61,7 +64,11 @@ class ExitPass:
     def report(self) -> None:
         """Print the one line saying how many spans were not written, why, and where
         they were kept (the spool) or could have been."""
-        dropped = self.drop_reasons()
+        dropped = collections.Counter(self.drop_reasons())
+        if self.last_problem and dropped.get(QUEUE_FULL):
+            # the queue filled before the store's problem was known: the store held it up
+            full = f"{self.last_problem}; buffer full ({self.settings.max_queue_spans} spans)"
+            dropped[full] += dropped.pop(QUEUE_FULL)
         spooled = self.sinks.spool_reasons()
         reasons = dropped + spooled
         total = sum(reasons.values())

@@ -31,7 +31,7 @@ import threading
 import time
 
 from synalinks_obs import reporting, uris
-from synalinks_obs.export.exit_pass import ExitPass
+from synalinks_obs.export.exit_pass import QUEUE_FULL, ExitPass
 from synalinks_obs.export.fork_safety import ForkSafety
 from synalinks_obs.export.sinks import Sinks
 from synalinks_obs.export.thread_state import State
@@ -75,7 +75,7 @@ class Exporter(ExitPass, ForkSafety):
         self._timers: list = []  # (due, n, callable) heap: call_later
         self._timer_ids = itertools.count()
         self.last_problem = ""
-        self._full_reason = "queue full (the exporter is slower than the app)"
+        self._full_reason = QUEUE_FULL
         self.parked = True  # the thread stepped aside before the last fork (see service)
 
     # -- counters -----------------------------------------------------------------------

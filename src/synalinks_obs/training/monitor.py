@@ -307,7 +307,7 @@ class Monitor(Callback):
             written = run_end.flush_traces(run)
             if session is not None:  # its feedback needs the traces written
                 try:
-                    session.close(finished=status == "FINISHED" and bool(written), traces_failed=written is None)
+                    session.close(finished=status == "FINISHED", traces_failed=written is None)
                 except Exception as exc:
                     reporting.internal_error("ending a training run's feedback", exc)
                 for key, value in session.finish_tags().items():
