@@ -228,7 +228,10 @@ MLFLOW_SAMPLING_ENV = "MLFLOW_TRACE_SAMPLING_RATIO"
 
 
 # What a setting whose default is "unset" falls back to, in the "using the default" line.
-_UNSET_MEANS = {"sample_rate": "(unset: MLflow's MLFLOW_TRACE_SAMPLING_RATIO, else 1.0)"}
+_UNSET_MEANS = {
+    "sample_rate": "(unset: MLflow's MLFLOW_TRACE_SAMPLING_RATIO, else 1.0)",
+    "spool_dir": "(unset: no spool)",
+}
 
 
 def effective_sample_rate(settings: Settings, report=None) -> float:

@@ -157,6 +157,6 @@ def test_a_bad_spool_dir_is_one_line_and_no_spool(tmp_path, monkeypatch, make):
     settings = load_settings(report=lines.append)
     assert settings.spool_dir is None
     assert len(lines) == 1 and lines[0].startswith("synalinks-obs: SYNALINKS_OBS_SPOOL_DIR=")
-    assert expected in lines[0] and "using the default None" in lines[0]
+    assert expected in lines[0] and "using the default (unset: no spool)" in lines[0]
     monkeypatch.setenv("SYNALINKS_OBS_SPOOL_DIR", str(tmp_path / "new" / "spool"))
     assert load_settings(report=lines.append).spool_dir == str(tmp_path / "new" / "spool")
