@@ -30,6 +30,7 @@ import time
 import traceback
 
 import pytest
+from app_processes import read_traces, root
 
 FLUSH = 60.0
 
@@ -69,30 +70,6 @@ def obs(sqlite_uri, request, monkeypatch):
     yield Obs()
     synalinks_obs.flush(FLUSH)
     synalinks_obs.disable()
-
-
-def read_traces(uri, experiment):
-    """Every trace of the experiment with its spans (pages of 500, one query each)."""
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    traces, token = [], None
-    while True:
-        page = client.search_traces(
-            locations=[experiment_id], max_results=500, page_token=token, include_spans=True
-        )
-        traces.extend(page)
-        token = page.token
-        if not token:
-            return traces
-
-
-def root(trace):
-    ids = {s.span_id for s in trace.data.spans}
-    roots = [s for s in trace.data.spans if s.parent_id is None or s.parent_id not in ids]
-    assert len(roots) == 1, [s.name for s in trace.data.spans]
-    return roots[0]
 
 
 def children(trace, span):
