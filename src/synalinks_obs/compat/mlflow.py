@@ -82,8 +82,15 @@ def trace_manager_class():
     return InMemoryTraceManager
 
 
+_FLUSH_LOCK = threading.Lock()  # one MLflow flush of ours at a time (see below)
+
+
 def flush_mlflow_span_processors(timeout_seconds: float) -> None:
-    """Write the spans MLflow's own batch processors hold (best effort)."""
+    """Write the spans MLflow's own batch processors hold (best effort). One call at a
+    time: before MLflow 3.17 its asynchronous queue's ``flush`` stops and restarts the
+    queue's thread unguarded, and two at once (``synalinks_obs.flush()`` on the app's
+    thread, the exporter thread writing MLflow's spans of a trace) could leave one
+    joining a restarted thread forever."""
     try:
         from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
     except Exception as exc:
@@ -92,7 +99,12 @@ def flush_mlflow_span_processors(timeout_seconds: float) -> None:
             "spans opened with MLflow's own API are written on MLflow's schedule", exc,
         )
         return
-    flush_all_batch_processors(timeout_millis=timeout_seconds * 1000)
+    if not _FLUSH_LOCK.acquire(timeout=timeout_seconds):
+        return  # another thread's flush still runs: it writes these spans too
+    try:
+        flush_all_batch_processors(timeout_millis=timeout_seconds * 1000)
+    finally:
+        _FLUSH_LOCK.release()
 
 
 def wait_for_mlflow_async_logging(timeout_seconds: float) -> None:
