@@ -59,9 +59,14 @@ def traced(sqlite_uri, request, monkeypatch):
 
 @pytest.fixture
 def autologgers():
-    """Turns MLflow's autologgers off again after the test."""
+    """Turns MLflow's autologgers off again after the test, leaving nothing behind:
+    turning LiteLLM's off leaves MLflow's logger in LiteLLM's async callback lists (a
+    later test's LM calls would still start LiteLLM traces), and MLflow remembers the
+    flavors turned off (a later ``mlflow.autolog()`` would skip them)."""
     import mlflow
+    from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS
 
+    configured = {name: dict(config) for name, config in AUTOLOGGING_INTEGRATIONS.items()}
     yield mlflow
     for off in (
         lambda: mlflow.litellm.autolog(disable=True),
@@ -69,6 +74,21 @@ def autologgers():
         lambda: mlflow.autolog(disable=True),
     ):
         off()
+    import litellm
+    from litellm.integrations.mlflow import MlflowLogger
+    from litellm.litellm_core_utils import litellm_logging
+
+    for callbacks in (
+        getattr(litellm, "_async_success_callback", None),
+        getattr(litellm, "_async_failure_callback", None),
+        getattr(litellm_logging, "_in_memory_loggers", None),  # (made again when re-enabled)
+    ):
+        if callbacks is not None:
+            callbacks[:] = [cb for cb in callbacks if not isinstance(cb, MlflowLogger)]
+    # as before the test: a flavor turned off here is not "explicitly disabled" for the
+    # next test's mlflow.autolog()
+    AUTOLOGGING_INTEGRATIONS.clear()
+    AUTOLOGGING_INTEGRATIONS.update(configured)
 
 
 def _qa(synalinks, lm, extra=None):
