@@ -40,10 +40,13 @@ def traced(sqlite_uri, request, monkeypatch):
     """Tracing on into a fresh sqlite store, which is also the app's own MLflow tracking
     URI (as the launcher and SYNALINKS_OBSERVABILITY=1 set it up); yields a ``read()`` of
     the landed traces."""
+    import mlflow
+
     import synalinks_obs
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
     experiment = f"exp_{request.node.name}"[:200]
+    mlflow.tracing.reset()  # MLflow's tracer of an earlier test would keep that test's store
     synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name=experiment)
 
     def read(real_only=True):
@@ -331,9 +334,26 @@ def test_span_types_match_through_inheritance(traced, synalinks, lm):
     assert _by_name(trace, "ChainOfThought:cot")[0].span_type == "LLM"
 
 
-def test_user_mlflow_spans_nest_both_ways(traced, synalinks):
+@pytest.fixture(params=["shown", "attached"])
+def context_mode(request, monkeypatch):
+    """How MLflow sees our current call: its context object shows it when read (the
+    default), or, where that cannot be patched (MLflow reading OpenTelemetry's global
+    context, its own context object missing), each call attaches its span."""
+    from synalinks_obs.compat import mlflow as mlflow_compat
+    from synalinks_obs.tracing import context
+
+    monkeypatch.setattr(context.CONTEXTS, "mlflow", None)
+    if request.param == "attached":
+        monkeypatch.setattr(mlflow_compat, "show_in_mlflow_context", lambda *args: False)
+    return request.param
+
+
+def test_user_mlflow_spans_nest_both_ways(context_mode, traced, synalinks):
     import mlflow
 
+    from synalinks_obs.tracing import context
+
+    assert context.CONTEXTS.mlflow.lazy is (context_mode == "shown")
     Question, _ = _make_models(synalinks)
 
     class Opens(synalinks.Module):

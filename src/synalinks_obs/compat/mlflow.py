@@ -51,7 +51,9 @@ def runtime_context():
 
         if provider.MLFLOW_USE_DEFAULT_TRACER_PROVIDER.get():
             runtime = provider.mlflow_runtime_context
-            return runtime.get_current, runtime.attach, runtime.detach
+            # the class's get_current: what is attached, even once ours shows calls in it
+            get_current = type(runtime).get_current.__get__(runtime)
+            return get_current, runtime.attach, runtime.detach
     except Exception as exc:
         note_fallback(
             "mlflow.tracing.provider.mlflow_runtime_context",
@@ -61,6 +63,31 @@ def runtime_context():
     from opentelemetry import context as otel_context
 
     return otel_context.get_current, otel_context.attach, otel_context.detach
+
+
+def show_in_mlflow_context(registry, get_current, shown) -> bool:
+    """Make MLflow's own runtime context answer ``shown(get_current())`` when read (its
+    ``get_current``, patched on the instance), so a call of ours is MLflow's current span
+    without being attached to it; False (each call then attaches its span) when MLflow
+    uses OpenTelemetry's global context or has no context object of its own."""
+    try:
+        from mlflow.tracing import provider
+
+        if not provider.MLFLOW_USE_DEFAULT_TRACER_PROVIDER.get():
+            return False
+        runtime = provider.mlflow_runtime_context
+    except Exception:  # runtime_context() noted the fallback
+        return False
+    if not callable(getattr(type(runtime), "get_current", None)):
+        return False
+    if registry.is_patched(runtime, "get_current"):
+        return True
+
+    def get_current_shown():
+        return shown(get_current())
+
+    registry.apply(runtime, "get_current", get_current_shown, "mlflow")
+    return True
 
 
 def trace_manager_class():

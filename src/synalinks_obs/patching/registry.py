@@ -19,7 +19,7 @@ class Patch:
     __slots__ = ("owner", "name", "original", "replacement", "group")
 
     def __init__(self, owner, name, original, replacement, group):
-        self.owner = owner  # a class or a module
+        self.owner = owner  # a class, a module or an instance
         self.name = name
         self.original = original  # the owner's own attribute before the patch, or MISSING
         self.replacement = replacement
@@ -34,7 +34,11 @@ def _label(owner) -> str:
     module = getattr(owner, "__module__", None)
     if isinstance(owner, type) and module:
         return f"{module}.{owner.__qualname__}"
-    return getattr(owner, "__name__", repr(owner))
+    name = getattr(owner, "__name__", None)
+    if name is not None:
+        return name
+    cls = type(owner)  # an instance (MLflow's runtime context object)
+    return f"{cls.__module__}.{cls.__qualname__} instance"
 
 
 def _put_back(patch: Patch) -> None:

@@ -6,14 +6,18 @@ Parent-child comes from a context of our own, never from Synalinks' ``CallContex
   thread; it is set and reset inside the same coroutine, so sequential siblings stay
   siblings and calls awaited concurrently (``asyncio.gather``, tasks, threads) each keep
   their own parent.
-- MLflow's OpenTelemetry runtime context holds an ``ObsSpan`` (a span carrying our ids)
-  while a sampled call runs, so ``mlflow.start_span`` / ``@mlflow.trace`` inside a module
-  nest under it, a call made inside a user's MLflow span joins that span's trace
-  (``records.begin``), and MLflow's current-span APIs find the call: the first time one
-  of them reads the span (its ``attributes``), ``tracing.mlflow_view`` shows the call to
-  MLflow as one of its live spans. While an unsampled trace's root runs, the context
-  holds a span marked not sampled, so MLflow's parent-based sampler drops what MLflow
-  would record inside it (one decision per trace).
+- MLflow's OpenTelemetry runtime context shows an ``ObsSpan`` (a span carrying our ids)
+  as its current span while a sampled call runs, so ``mlflow.start_span`` /
+  ``@mlflow.trace`` inside a module nest under it, a call made inside a user's MLflow
+  span joins that span's trace (``records.begin``), and MLflow's current-span APIs find
+  the call: the first time one of them reads the span (its ``attributes``),
+  ``tracing.mlflow_view`` shows the call to MLflow as one of its live spans. Nothing is
+  attached per call: MLflow's context object answers its reads through
+  ``shown_context`` (our current call, when nothing was attached since it began), so a
+  call nobody asks about costs two ContextVar reads. While an unsampled trace's root
+  runs, the span shown is marked not sampled, so MLflow's parent-based sampler drops
+  what MLflow would record inside it (one decision per trace). Where MLflow reads
+  OpenTelemetry's global context instead, each call attaches its span (``enter``).
 - ``STAMPS`` holds the tags and metadata ``synalinks_obs.trace_context`` stamps on the
   traces started in its scope.
 - ``DESTINATION_OVERRIDE`` sends the traces started in a context elsewhere (a training
@@ -55,16 +59,42 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 class MlflowContext:
     """The OpenTelemetry runtime context MLflow reads its current span from (its own or
-    OpenTelemetry's global one, per MLflow's tracer-provider mode, read once)."""
+    OpenTelemetry's global one, per MLflow's tracer-provider mode, read once).
+
+    ``lazy``: MLflow's own context reads show our current call (``shown_context``) and
+    nothing is attached per call; otherwise (OpenTelemetry's global context, or MLflow's
+    context object missing) each sampled call attaches its span (``enter``)."""
 
     def __init__(self):
         self.current_context, self._attach, self.detach = mlflow_compat.runtime_context()
+        self.lazy = False
+        self.show_calls()
+
+    def show_calls(self) -> None:
+        """Make MLflow's context reads show our current call (again after uninstrument)."""
+        self.lazy = mlflow_compat.show_in_mlflow_context(
+            RUNTIME.patches, self.current_context, shown_context
+        )
 
     def current_span(self):
         return otel_trace.get_current_span(self.current_context())
 
     def attach(self, span):
         return self._attach(otel_trace.set_span_in_context(span, self.current_context()))
+
+
+def shown_context(context):
+    """What MLflow reads as its current context: ``context`` (the context as attached),
+    with our current call as its span when nothing was attached since that call began
+    (built once per call, on the first read)."""
+    record = CURRENT.get()
+    if record is None or record.base_context is not context:
+        return context
+    shown = record.shown_context
+    if shown is None:
+        span = ObsSpan(record) if record.trace.sampled else UnsampledSpan(record)
+        shown = record.shown_context = otel_trace.set_span_in_context(span, context)
+    return shown
 
 
 class ObsSpan(otel_trace.Span):
@@ -164,6 +194,8 @@ def configure() -> MlflowContext:
     """Bind to MLflow's runtime context (once mlflow is importable)."""
     if CONTEXTS.mlflow is None:
         CONTEXTS.mlflow = MlflowContext()
+    elif CONTEXTS.mlflow.lazy:
+        CONTEXTS.mlflow.show_calls()  # (a no-op unless uninstrument() took it away)
     return CONTEXTS.mlflow
 
 
@@ -177,6 +209,11 @@ def enter(record) -> None:
 
     Both contexts or neither: if attaching to MLflow's context fails, ours is reset
     before the error propagates."""
+    mlflow_context = CONTEXTS.mlflow
+    if mlflow_context.lazy:  # MLflow's reads show the call (``shown_context``)
+        record.base_context = mlflow_context.current_context()
+        record.tokens = (CURRENT.set(record), None)  # last: nothing can fail after it
+        return
     token = CURRENT.set(record)
     trace = record.trace
     if not trace.sampled:
@@ -197,6 +234,9 @@ def enter(record) -> None:
 def leave(record) -> None:
     """Undo ``enter``: MLflow's context first, then ours (both, even if one fails)."""
     tokens, record.tokens = record.tokens, None
+    # The shown span refers back to the record: not kept past the call (a context copied
+    # meanwhile, e.g. for a callback that runs later, still shows it: made again if read).
+    record.shown_context = None
     if tokens is None:
         return
     token, otel_token = tokens

@@ -98,7 +98,7 @@ class CallRecord:
         "module_class", "module_name", "description", "span_type", "symbolic",
         "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error", "cost", "usage",
         "model", "module_id", "tokens", "usage_getter", "usage_before", "secrets", "shadow",
-        "first_token_ns", "stream",
+        "first_token_ns", "stream", "base_context", "shown_context",
     )
 
     def __init__(self, trace):
@@ -116,6 +116,9 @@ class CallRecord:
         self.shadow = None  # MLflow's LiveSpan of this call, made when MLflow asks (mlflow_view)
         self.stream = None  # a streamed LM answer's raw chunks (tracing.streams)
         self.first_token_ns = None
+        # MLflow's context as attached when the call began, and as shown to MLflow while
+        # the call is current (``context.shown_context``; None: never shown)
+        self.base_context = self.shown_context = None
 
     @property
     def name(self) -> str:
@@ -147,9 +150,15 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
     there unless its trace already goes there; it keeps its parent (call id, cost).
     """
     parent = CURRENT.get()
-    otel_parent = CONTEXTS.mlflow.current_span()
+    mlflow_context = CONTEXTS.mlflow
     parent_span_id = None
-    if isinstance(otel_parent, ObsSpan):
+    if parent is not None and parent.base_context is not None and (
+        parent.base_context is mlflow_context.current_context()
+    ):
+        # Nothing attached to MLflow's context since the parent call began: it is current.
+        trace = parent.trace
+        parent_span_id = parent.span_id
+    elif isinstance(otel_parent := mlflow_context.current_span(), ObsSpan):
         parent = otel_parent.record
         trace = parent.trace
         parent_span_id = parent.span_id
