@@ -179,6 +179,55 @@ def test_program_introspection_without_private_names(monkeypatch):
     assert _noted("synalinks.src.utils.program_visualization")
 
 
+def test_functional_graph_internals_missing(monkeypatch):
+    """A real Functional program whose nodes moved: its plot keeps the modules, without
+    edges, and the fallback is noted."""
+    import synalinks
+    from synalinks.src.ops import function
+
+    from synalinks_obs.compat import synalinks as synalinks_compat
+
+    class Q(synalinks.DataModel):
+        question: str
+
+    class Step(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    async def build():
+        inputs = synalinks.Input(data_model=Q)
+        x = await Step(name="one")(inputs)
+        return synalinks.Program(inputs=inputs, outputs=await Step(name="two")(x), name="g")
+
+    program = asyncio.run(build())
+    kind, modules, edges = synalinks_compat.program_graph(program)
+    assert kind == "functional" and len(edges) == len(modules) - 1 >= 2  # the real graph
+    monkeypatch.delattr(function, "make_node_key")
+    kind, modules_after, edges = synalinks_compat.program_graph(program)
+    assert kind == "functional" and modules_after == modules and edges == []
+    assert _noted("the graph of Functional programs")
+
+
+def test_mlflow_trace_id_lookup_missing(sqlite_uri, monkeypatch, caplog):
+    """MLflow's trace manager without its OpenTelemetry-id lookup: our calls stay traced
+    (MLflow spans opened inside them are not joined), one warning, doctor lists it."""
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    import synalinks_obs
+    from synalinks_obs.compat import mlflow as mlflow_compat
+
+    synalinks_obs.uninstrument()  # the class's own method, not a patch of an earlier test
+    monkeypatch.delattr(InMemoryTraceManager, mlflow_compat.TRACE_MANAGER_LOOKUP)
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        result, traces = _traced_call(sqlite_uri, "no_trace_id_lookup")
+    assert result.get("question") == "q" and len(traces) == 1
+    name = f"InMemoryTraceManager.{mlflow_compat.TRACE_MANAGER_LOOKUP}"
+    assert len(_warnings(caplog, name)) == 1 and _noted(name)
+
+
 def test_synalinks_config_globals_missing(monkeypatch):
     from synalinks_obs.compat import synalinks as synalinks_compat
 
