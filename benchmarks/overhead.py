@@ -196,18 +196,22 @@ def clean_env(**extra):
 
 
 def run_app(app, workload, config, calls, uri, base_url, env):
-    process = subprocess.Popen(
-        [sys.executable, str(app), workload, APP_CONFIG.get(config, config),
-         str(calls), uri, base_url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-    )
-    out_lines = []
-    for line in process.stdout:
-        out_lines.append(line)
-    _, status, usage = os.wait4(process.pid, 0)
-    exited = time.time()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read()
+    # stderr goes to a file: a pipe read only at the end fills up (64 KB) with the
+    # warnings of a noisy configuration, and the app then blocks writing the next one
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(
+            [sys.executable, str(app), workload, APP_CONFIG.get(config, config),
+             str(calls), uri, base_url],
+            stdout=subprocess.PIPE, stderr=errors, env=env, text=True,
+        )
+        out_lines = []
+        for line in process.stdout:
+            out_lines.append(line)
+        _, status, usage = os.wait4(process.pid, 0)
+        exited = time.time()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        stderr = errors.read()
     result = at_exit = None
     for line in out_lines:
         if line.startswith("{"):
