@@ -207,7 +207,8 @@ def current_record():
 def enter(record) -> None:
     """Make ``record`` the current call (its tokens are kept on it for ``leave``).
 
-    Both contexts or neither: if attaching to MLflow's context fails, ours is reset
+    Both contexts or neither: where MLflow's context shows our calls (``lazy``) it is
+    only read, before ours is set; otherwise, if attaching to it fails, ours is reset
     before the error propagates."""
     mlflow_context = CONTEXTS.mlflow
     if mlflow_context.lazy:  # MLflow's reads show the call (``shown_context``)
