@@ -200,11 +200,10 @@ def test_run_params_and_tags():
 def _record(trace, parent=None, inputs=None, outputs=None, error=None, usage=None, span_type="CHAIN"):
     from synalinks_obs.tracing.records import CallRecord
 
-    record = CallRecord(trace)
-    record.parent = parent
+    record = CallRecord(trace, parent)
     record.span_id, record.parent_span_id = 1, None
-    record.call_id, record.parent_call_id = 7, None
-    record.module_class, record.module_name, record.description = "M", "m", ""
+    record.call_id = 7
+    record.names = ("M", "m", "", None)
     record.span_type, record.symbolic = span_type, False
     record.start_ns, record.end_ns = 1, 2
     record.inputs, record.kwargs, record.outputs = inputs, None, outputs

@@ -34,8 +34,9 @@ def _shown(kwargs):
 
 
 def positional(args):
-    """The positional arguments of a call: the only one itself, several as a list."""
-    if isinstance(args, list) and len(args) == 1:
+    """The positional arguments of a call: the only one itself, several as a list (or the
+    call's own tuple, see ``tracing.capture``)."""
+    if isinstance(args, (list, tuple)) and len(args) == 1:
         return args[0]
     return args
 

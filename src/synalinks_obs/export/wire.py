@@ -21,6 +21,7 @@ from synalinks_obs.export import span_io
 from synalinks_obs.export.payloads import mask_text, masker_for, materialize, remember, to_json
 from synalinks_obs.masking import Policy, policy_for
 from synalinks_obs.tracing import mlflow_view, streams
+from synalinks_obs.tracing.records import call_id_of
 
 
 class Wire(NamedTuple):
@@ -126,24 +127,25 @@ def record_to_wire(record, settings, redactor=None) -> Wire:
         if trace.mlflow_info is not None:
             mlflow_view.write_theirs_first(trace)
     remember(record, masker)
+    module_class, module_name, description, model = record.described()
     return Wire(
         trace.otel_trace_id,
         trace.trace_id,
         record.span_id,
         record.parent_span_id,
-        record.name,
+        f"{module_class}:{module_name}" if module_name else module_class,
         record.start_ns,
         record.end_ns,
         record.span_type,
-        record.call_id,
+        call_id_of(record),
         record.parent_call_id,
-        record.module_class,
-        record.module_name,
-        record.description,
+        module_class,
+        module_name,
+        description,
         bool(record.symbolic),
         float(record.cost),
         usage,
-        record.model,
+        model,
         inputs_json,
         outputs_json,
         error_info,

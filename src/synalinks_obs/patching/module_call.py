@@ -59,12 +59,12 @@ def _start(module, args, kwargs):
             return None
         parent = context.CURRENT.get()
         if parent is not None and (
-            not parent.trace.sampled or (parent.module_id == id(module) and parent.end_ns is None)
+            not parent.trace.sampled or (parent.module is module and parent.end_ns is None)
         ) and (destination is None or destination == parent.trace.origin):
             # Inside an unsampled trace, or the super().__call__ of a traced override
             # (unless a monitored module starts its own trace here).
             return None
-        record = records.begin(module, args, kwargs, tracer, destination)
+        record = records.begin(module, args, kwargs, tracer, destination, parent)
         if record.trace.sampled and record.span_type in _LM_SPAN_TYPES:
             getter = tracer.usage_getter(type(module))
             if getter is not None:

@@ -208,42 +208,42 @@ def enter(record) -> None:
     """Make ``record`` the current call (its tokens are kept on it for ``leave``).
 
     Both contexts or neither: where MLflow's context shows our calls (``lazy``) it is
-    only read, before ours is set; otherwise, if attaching to it fails, ours is reset
-    before the error propagates."""
-    mlflow_context = CONTEXTS.mlflow
-    if mlflow_context.lazy:  # MLflow's reads show the call (``shown_context``)
-        record.base_context = mlflow_context.current_context()
-        record.tokens = (CURRENT.set(record), None)  # last: nothing can fail after it
+    only read (``records.begin`` kept it as ``base_context``); otherwise, if attaching to
+    it fails, ours is reset before the error propagates."""
+    if CONTEXTS.mlflow.lazy:  # MLflow's reads show the call (``shown_context``)
+        record.token = CURRENT.set(record)  # last: nothing can fail after it
         return
     token = CURRENT.set(record)
     trace = record.trace
     if not trace.sampled:
         if record.parent is not None or trace.foreign:
-            record.tokens = (token, None)
+            record.token = token
             return
         span = UnsampledSpan(record)
     else:
         span = ObsSpan(record)
     try:
-        otel_token = CONTEXTS.mlflow.attach(span)
+        record.otel_token = CONTEXTS.mlflow.attach(span)
     except BaseException:
         CURRENT.reset(token)
         raise
-    record.tokens = (token, otel_token)
+    record.token = token
 
 
 def leave(record) -> None:
     """Undo ``enter``: MLflow's context first, then ours (both, even if one fails)."""
-    tokens, record.tokens = record.tokens, None
+    token, otel_token = record.token, record.otel_token
+    record.token = record.otel_token = None
     # The shown span refers back to the record: not kept past the call (a context copied
     # meanwhile, e.g. for a callback that runs later, still shows it: made again if read).
     record.shown_context = None
-    if tokens is None:
+    if token is None:
         return
-    token, otel_token = tokens
+    if otel_token is None:
+        CURRENT.reset(token)
+        return
     try:
-        if otel_token is not None:
-            CONTEXTS.mlflow.detach(otel_token)
+        CONTEXTS.mlflow.detach(otel_token)
     finally:
         CURRENT.reset(token)
 

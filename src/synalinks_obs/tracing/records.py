@@ -15,7 +15,7 @@ import time
 from typing import NamedTuple
 
 from synalinks_obs.tracing.capture import capture_args, capture_kwargs, capture_value
-from synalinks_obs.tracing.context import CONTEXTS, CURRENT, ObsSpan
+from synalinks_obs.tracing.context import CONTEXTS, ObsSpan
 from synalinks_obs.tracing.span_types import span_type_for
 
 
@@ -94,23 +94,24 @@ class CallRecord:
     """One module call; becomes one MLflow span on the exporter thread."""
 
     __slots__ = (
-        "trace", "span_id", "parent_span_id", "parent", "call_id", "parent_call_id",
-        "module_class", "module_name", "description", "span_type", "symbolic",
-        "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error", "cost", "usage",
-        "model", "module_id", "tokens", "usage_getter", "usage_before", "secrets", "shadow",
-        "first_token_ns", "stream", "base_context", "shown_context",
+        "trace", "span_id", "parent_span_id", "parent", "call_id", "module", "names",
+        "span_type", "symbolic", "start_ns", "end_ns", "inputs", "kwargs", "outputs", "error",
+        "cost", "usage", "token", "otel_token", "usage_getter", "usage_before", "secrets",
+        "shadow", "first_token_ns", "stream", "base_context", "shown_context",
     )
 
-    def __init__(self, trace):
+    def __init__(self, trace, parent=None, module=None):
         self.trace = trace
-        self.parent = None
+        self.parent = parent
+        self.module = module  # the module object: its names are read when needed (``names``)
+        self.names = None
+        self.call_id = None  # drawn when the span is written (``call_id_of``)
         self.cost = 0.0
         self.error = None
         self.usage = None
-        self.model = None
         self.outputs = None
         self.end_ns = None
-        self.tokens = None
+        self.token = self.otel_token = None  # set by ``context.enter``, reset by ``leave``
         self.usage_getter = None
         self.secrets = None  # set on the exporter thread (export.payloads.masker_for)
         self.shadow = None  # MLflow's LiveSpan of this call, made when MLflow asks (mlflow_view)
@@ -120,9 +121,53 @@ class CallRecord:
         # the call is current (``context.shown_context``; None: never shown)
         self.base_context = self.shown_context = None
 
+    def described(self) -> tuple:
+        """``(class name, module name, description, model)`` of the call's module: read
+        from the module the first time it is asked (by the exporter thread, or by MLflow
+        asking about the call), not on every call."""
+        names = self.names
+        if names is None:
+            module = self.module
+            names = self.names = (
+                type(module).__name__, _text_attribute(module, "name"),
+                _text_attribute(module, "description"),
+                _text_attribute(module, "model") if self.span_type == "CHAT_MODEL" else None,
+            )
+        return names
+
+    @property
+    def module_class(self) -> str:
+        return self.described()[0]
+
+    @property
+    def module_name(self) -> str:
+        return self.described()[1]
+
+    @property
+    def description(self) -> str:
+        return self.described()[2]
+
+    @property
+    def model(self) -> str | None:
+        return self.described()[3]
+
     @property
     def name(self) -> str:
-        return f"{self.module_class}:{self.module_name}" if self.module_name else self.module_class
+        module_class, module_name = self.described()[:2]
+        return f"{module_class}:{module_name}" if module_name else module_class
+
+    @property
+    def parent_call_id(self) -> int | None:
+        return call_id_of(self.parent) if self.parent is not None else None
+
+
+def call_id_of(record) -> int:
+    """A record's ``synalinks.call_id``, drawn the first time it is asked: on the exporter
+    thread, which writes a child before its parent (the calling thread never reads it)."""
+    call_id = record.call_id
+    if call_id is None:
+        call_id = record.call_id = IDS.rng.getrandbits(128) or 1
+    return call_id
 
 
 def _text_attribute(obj, name: str) -> str:
@@ -143,18 +188,18 @@ def _plain_text(value) -> str:
     return "" if value is None else str(value)
 
 
-def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
+def begin(module, args, kwargs, tracer, destination=None, parent=None) -> CallRecord:
     """Open the record of a call (no I/O). The caller enters it with ``enter``.
 
-    ``destination`` (a module's ``synalinks_obs.hooks.Monitor``): the call starts a trace
-    there unless its trace already goes there; it keeps its parent (call id, cost).
+    ``parent``: the current record (``CURRENT``), as the caller read it. ``destination``
+    (a module's ``synalinks_obs.hooks.Monitor``): the call starts a trace there unless its
+    trace already goes there; it keeps its parent (call id, cost). ``kwargs``: the traced
+    call's own dict, held as it is when its values need no capture (``tracing.capture``).
     """
-    parent = CURRENT.get()
     mlflow_context = CONTEXTS.mlflow
+    now = mlflow_context.current_context()
     parent_span_id = None
-    if parent is not None and parent.base_context is not None and (
-        parent.base_context is mlflow_context.current_context()
-    ):
+    if parent is not None and parent.base_context is now and now is not None:
         # Nothing attached to MLflow's context since the parent call began: it is current.
         trace = parent.trace
         parent_span_id = parent.span_id
@@ -188,27 +233,18 @@ def begin(module, args, kwargs, tracer, destination=None) -> CallRecord:
         # A monitored module inside a trace going elsewhere: its own trace, as a root.
         trace = tracer.new_trace(args, destination)
         parent_span_id = None
-    record = CallRecord(trace)
-    record.parent = parent
+    record = CallRecord(trace, parent, module)
+    if mlflow_context.lazy:  # MLflow's context as the call begins (``context.shown_context``)
+        record.base_context = now
     record.parent_span_id = parent_span_id
-    rng = IDS.rng
-    record.span_id = rng.getrandbits(64) or 1
-    record.call_id = rng.getrandbits(128)
-    record.parent_call_id = parent.call_id if parent is not None else None
-    cls = type(module)
-    record.module_id = id(module)
-    record.module_class = cls.__name__
-    record.span_type = span_type_for(cls)
-    record.module_name = _text_attribute(module, "name")
-    record.description = _text_attribute(module, "description")
+    record.span_id = IDS.rng.getrandbits(64) or 1
+    record.span_type = span_type_for(type(module))
     if trace.sampled and tracer.capture_payloads:
         record.inputs, record.symbolic = capture_args(args)
         record.kwargs = capture_kwargs(kwargs) if kwargs else None
     else:
         record.inputs = record.kwargs = None
         record.symbolic = capture_args(args)[1] if trace.sampled else False
-    if record.span_type == "CHAT_MODEL":
-        record.model = _text_attribute(module, "model")
     record.start_ns = time.time_ns()
     return record
 

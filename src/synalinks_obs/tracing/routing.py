@@ -36,6 +36,7 @@ class _Routing:
 
 
 OURS, BUILTIN = "ours", "builtin"
+_UNKNOWN = object()  # a hook class not looked at yet
 
 
 _ROUTING = _Routing()
@@ -97,11 +98,15 @@ def route(module, tracer):
     """``(tracer, destination)`` for one module call (see the module docstring)."""
     try:
         monitor = None
-        hooks = synalinks_compat.module_hooks(module)
-        for hook in hooks:
-            kind = _kind(hook)
+        kinds = _ROUTING.kinds
+        for hook in synalinks_compat.module_hooks(module):
+            kind = kinds.get(type(hook), _UNKNOWN)
             if kind is None:
                 continue
+            if kind is _UNKNOWN:
+                kind = _kind(hook)
+                if kind is None:
+                    continue
             if monitor is None and kind is OURS:
                 monitor = hook
             elif kind is BUILTIN:

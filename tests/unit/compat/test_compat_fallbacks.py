@@ -26,6 +26,7 @@ def fresh_compat(monkeypatch):
 
     monkeypatch.setattr(compat, "_FALLBACKS", {})
     monkeypatch.setattr(capture._CLASSES, "symbolic", None)
+    monkeypatch.setattr(capture._CLASSES, "kinds", {})
     monkeypatch.setattr(context.CONTEXTS, "mlflow", None)
     yield
 

@@ -19,6 +19,7 @@ def fresh_compat(monkeypatch):
 
     monkeypatch.setattr(compat, "_FALLBACKS", {})
     monkeypatch.setattr(capture._CLASSES, "symbolic", None)
+    monkeypatch.setattr(capture._CLASSES, "kinds", {})
     monkeypatch.setattr(context.CONTEXTS, "mlflow", None)
     monkeypatch.setattr(streams._classes, "streaming", None)
     yield
