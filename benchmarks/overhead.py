@@ -313,13 +313,22 @@ def _run_json(script, *args, env):
     return json.loads(lines[-1])
 
 
-def calling_thread(workdir, rounds, per_round, warmup):
-    """The calling thread's CPU per span: untraced, floor, synalinks-obs (one process,
-    interleaved rounds) and untraced vs built-in (another process, the same way)."""
+def calling_thread(workdir, rounds, per_round, warmup, processes=3):
+    """The calling thread's CPU per span: untraced, floor, synalinks-obs (interleaved
+    rounds, split over ``processes`` processes one after the other, pooled: one process's
+    figure moves by several microseconds with the machine's state) and untraced vs
+    built-in (another process, the same way)."""
     script = workdir / "thread_app.py"
     script.write_text(cpu_apps.THREAD_APP)
     env = clean_env(WARMUP=str(warmup))
-    obs = _run_json(script, "obs", f"sqlite:///{workdir / 'thread-obs.db'}", rounds, per_round, env=env)
+    runs = [
+        _run_json(script, "obs", f"sqlite:///{workdir / f'thread-obs-{n}.db'}",
+                  max(1, rounds // processes), per_round, env=env)
+        for n in range(processes)
+    ]
+    obs = {"per_span_ns": {config: [value for run in runs for value in run["per_span_ns"][config]]
+                           for config in runs[0]["per_span_ns"]},
+           "load": [load for run in runs for load in run["load"]]}
     # the built-in writes on the calling thread (~1 ms a span): fewer calls per round
     builtin = _run_json(script, "builtin", f"sqlite:///{workdir / 'thread-builtin.db'}", rounds,
                         max(2, per_round // 25), env=env)
@@ -341,7 +350,9 @@ def calling_thread(workdir, rounds, per_round, warmup):
         "builtin_untraced_us_per_module_call": median(builtin, "untraced"),
         "builtin_us_per_module_call": median(builtin, "builtin"),
         "builtin_extra_us_per_span": paired(builtin, "builtin", "untraced"),
-        "rounds": rounds, "calls_per_round": per_round,
+        "rounds": len(obs["per_span_ns"]["traced"]), "processes": processes,
+        "traced_extra_us_per_process": [paired(run, "traced", "untraced") for run in runs],
+        "calls_per_round": per_round,
         "builtin_calls_per_round": builtin["calls_per_round"],
         "load": {"obs": obs["load"], "builtin": builtin["load"]},
         "per_span_ns": {"obs": obs["per_span_ns"], "builtin": builtin["per_span_ns"]},
@@ -390,12 +401,15 @@ def export_table(export) -> str:
 def thread_table(thread) -> str:
     t = thread
     return "\n".join([
-        f"calling thread, CPU per module call (thread clock, medians of {t['rounds']} interleaved rounds)",
+        f"calling thread, CPU per module call (thread clock, medians of {t['rounds']} interleaved rounds"
+        + (f" in {t['processes']} processes" if t.get("processes", 1) > 1 else "") + ")",
         f"  untraced {t['untraced_us_per_module_call']:.1f} us; floor (bare wrapper) "
         f"{t['floor_us_per_module_call']:.1f} us (+{t['floor_extra_us_per_span']:.1f}); synalinks-obs "
         f"{t['traced_us_per_module_call']:.1f} us: +{t['traced_extra_us_per_span']:.1f} us per span "
         f"({t['traced_extra_percent_of_untraced']:.0f}% of an untraced call; "
-        f"+{t['traced_over_floor_us_per_span']:.1f} us over the floor)",
+        f"+{t['traced_over_floor_us_per_span']:.1f} us over the floor)"
+        + ("; by process: " + ", ".join(f"+{x:.1f}" for x in t["traced_extra_us_per_process"]) + " us"
+           if t.get("traced_extra_us_per_process") else ""),
         f"  built-in (its own process): untraced {t['builtin_untraced_us_per_module_call']:.1f} us, "
         f"built-in {t['builtin_us_per_module_call']:.1f} us: +{t['builtin_extra_us_per_span']:.0f} us per span",
     ])
@@ -582,6 +596,8 @@ def main(argv=None):
                         "benchmarks/results/<UTC date>.json)")
     parser.add_argument("--rounds", type=int, default=30,
                         help="interleaved rounds of the calling-thread measurement")
+    parser.add_argument("--thread-processes", type=int, default=3,
+                        help="processes the calling-thread rounds are split over (pooled)")
     parser.add_argument("--round-calls", type=int, default=40,
                         help="program calls per round of the calling-thread measurement")
     parser.add_argument("--export-calls", type=int, default=300,
@@ -610,7 +626,8 @@ def main(argv=None):
         return
     if args.only in (None, "thread"):
         print("calling thread: interleaved rounds...", flush=True)
-        report["calling_thread"] = calling_thread(workdir, args.rounds, args.round_calls, args.warmup)
+        report["calling_thread"] = calling_thread(workdir, args.rounds, args.round_calls, args.warmup,
+                                                  args.thread_processes)
         print(thread_table(report["calling_thread"]) + "\n", flush=True)
     llm = OfflineServer().start()
     llm.inject_latency(0.02)

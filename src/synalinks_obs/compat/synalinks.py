@@ -127,11 +127,8 @@ def builtin_callback_monitor_class():
 
 def module_hooks(module) -> list:
     """The hooks attached to a module instance (``Module._hooks.hooks``)."""
-    hook_list = module.__dict__.get("_hooks")
-    if hook_list is None:
-        return []
-    hooks = getattr(hook_list, "hooks", None)
-    return hooks if hooks is not None else []
+    # (on every traced call: one expression; a module without hooks gives ())
+    return getattr(module.__dict__.get("_hooks"), "hooks", None) or ()
 
 
 def trainer_class():

@@ -27,7 +27,9 @@ import inspect
 from synalinks_obs import reporting
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
-from synalinks_obs.tracing import context, records, streams
+from synalinks_obs.tracing import context, streams
+from synalinks_obs.tracing.context import CURRENT, enter, leave
+from synalinks_obs.tracing.records import begin
 from synalinks_obs.tracing.routing import ASIDE
 
 MARK = "__synalinks_obs_wrapper__"
@@ -57,14 +59,14 @@ def _start(module, args, kwargs):
                 return _Aside(context.attach_no_span())
         if tracer is None:
             return None
-        parent = context.CURRENT.get()
+        parent = CURRENT.get()
         if parent is not None and (
             not parent.trace.sampled or (parent.module is module and parent.end_ns is None)
         ) and (destination is None or destination == parent.trace.origin):
             # Inside an unsampled trace, or the super().__call__ of a traced override
             # (unless a monitored module starts its own trace here).
             return None
-        record = records.begin(module, args, kwargs, tracer, destination, parent)
+        record = begin(module, args, kwargs, tracer, destination, parent)
         if record.trace.sampled and record.span_type in _LM_SPAN_TYPES:
             getter = tracer.usage_getter(type(module))
             if getter is not None:
@@ -73,7 +75,7 @@ def _start(module, args, kwargs):
                     record.usage_getter = getter
                 except Exception as exc:  # the span goes on without cost and tokens
                     reporting.internal_error("reading the LM call's usage", exc)
-        context.enter(record)  # last: nothing of ours can fail between it and the call
+        enter(record)  # last: nothing of ours can fail between it and the call
         return record
     except Exception as exc:
         reporting.internal_error("span start", exc)
@@ -86,7 +88,7 @@ def _finish(record, outputs, error) -> None:
         if type(record) is _Aside:
             context.detach(record.handle)
             return
-        context.leave(record)
+        leave(record)
         if not record.trace.sampled:
             return
         if error is None and record.span_type == "CHAT_MODEL" and streams.is_stream(outputs):

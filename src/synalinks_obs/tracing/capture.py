@@ -54,6 +54,17 @@ def _kind_of(cls) -> str:
     return kind
 
 
+def capture_output(value):
+    """What is kept of a call's output (``capture_value``'s first half, the common cases
+    without a call)."""
+    kind = _CLASSES.kinds.get(type(value))
+    if kind is KEEP:
+        return value
+    if kind is JSON:
+        return value.get_json()
+    return capture_value(value)[0]
+
+
 def capture_value(value):
     """Return ``(captured, is_symbolic)`` for one argument or output (no copies made).
 
@@ -95,11 +106,19 @@ def capture_args(args) -> tuple[list | tuple, bool]:
 
     ``args`` itself (a tuple) when every value is kept as it is."""
     kinds = _CLASSES.kinds
-    for arg in args:
-        if kinds.get(type(arg)) is not KEEP:
-            break
+    if len(args) == 1:  # the common case: one data model
+        arg = args[0]
+        kind = kinds.get(type(arg))
+        if kind is KEEP:
+            return args, False
+        if kind is JSON:
+            return [arg.get_json()], False
     else:
-        return args, False
+        for arg in args:
+            if kinds.get(type(arg)) is not KEEP:
+                break
+        else:
+            return args, False
     items = []
     symbolic = False
     for arg in args:

@@ -14,9 +14,9 @@ import random
 import time
 from typing import NamedTuple
 
-from synalinks_obs.tracing.capture import capture_args, capture_kwargs, capture_value
+from synalinks_obs.tracing.capture import capture_args, capture_kwargs, capture_output
 from synalinks_obs.tracing.context import CONTEXTS, ObsSpan
-from synalinks_obs.tracing.span_types import span_type_for
+from synalinks_obs.tracing.span_types import SPAN_TYPES, span_type_for
 
 
 class Destination(NamedTuple):
@@ -238,7 +238,7 @@ def begin(module, args, kwargs, tracer, destination=None, parent=None) -> CallRe
         record.base_context = now
     record.parent_span_id = parent_span_id
     record.span_id = IDS.rng.getrandbits(64) or 1
-    record.span_type = span_type_for(type(module))
+    record.span_type = SPAN_TYPES.get(type(module)) or span_type_for(type(module))
     if trace.sampled and tracer.capture_payloads:
         record.inputs, record.symbolic = capture_args(args)
         record.kwargs = capture_kwargs(kwargs) if kwargs else None
@@ -259,7 +259,7 @@ def finish(record: CallRecord, outputs=None, error: BaseException | None = None,
         if isinstance(cost, (int, float)):
             record.cost += float(cost)
     if error is None and outputs is not None and capture:
-        record.outputs = capture_value(outputs)[0]
+        record.outputs = capture_output(outputs)
     parent = record.parent
     if parent is not None and record.cost:
         parent.cost += record.cost

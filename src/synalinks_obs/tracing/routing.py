@@ -101,7 +101,7 @@ def route(module, tracer):
         kinds = _ROUTING.kinds
         for hook in synalinks_compat.module_hooks(module):
             kind = kinds.get(type(hook), _UNKNOWN)
-            if kind is None:
+            if kind is None:  # Synalinks' Logger and any other hook
                 continue
             if kind is _UNKNOWN:
                 kind = _kind(hook)
@@ -119,11 +119,10 @@ def route(module, tracer):
             destination = Destination(uri or default.tracking_uri, experiment or default.experiment_name)
             RUNTIME.monitored.add(destination)
             return tracer, destination
-        hook = RUNTIME.hook_tracer
-        if tracer is None and hook is not None:
+        if tracer is None and RUNTIME.hook_tracer is not None:
             parent = context.current_record()
             if parent is not None and parent.trace.origin in RUNTIME.monitored:
-                return hook, None
+                return RUNTIME.hook_tracer, None
         return tracer, None
     except Exception as exc:  # the call goes on as without the monitor
         reporting.internal_error("Monitor hook routing", exc)

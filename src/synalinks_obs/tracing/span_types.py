@@ -23,7 +23,8 @@ SPAN_TYPE_BY_CLASS_NAME = {
 }
 DEFAULT_SPAN_TYPE = "CHAIN"
 
-_cache: dict[type, str] = {}
+# class -> span type, filled by ``span_type_for`` (read directly on the hot path)
+SPAN_TYPES: dict[type, str] = {}
 
 
 def _is_synalinks_class(cls: type) -> bool:
@@ -32,7 +33,7 @@ def _is_synalinks_class(cls: type) -> bool:
 
 def span_type_for(cls: type) -> str:
     """Return the MLflow span type for a module class (nearest listed ancestor wins)."""
-    found = _cache.get(cls)
+    found = SPAN_TYPES.get(cls)
     if found is None:
         found = DEFAULT_SPAN_TYPE
         for klass in cls.__mro__:
@@ -40,5 +41,5 @@ def span_type_for(cls: type) -> str:
             if span_type is not None and _is_synalinks_class(klass):
                 found = span_type
                 break
-        _cache[cls] = found
+        SPAN_TYPES[cls] = found
     return found
