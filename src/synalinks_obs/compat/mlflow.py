@@ -23,6 +23,7 @@ A missing name is reported once through ``compat.note_fallback`` with what is lo
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import threading
 import time
@@ -30,6 +31,8 @@ import time
 from synalinks_obs.compat import note_fallback
 
 TRACE_MANAGER_LOOKUP = "get_mlflow_trace_id_from_otel_id"
+# The ContextVar of OpenTelemetry's ContextVarsRuntimeContext (MLflow's runtime context).
+RUNTIME_CONTEXT_VAR = "_current_context"
 DB_UTILS_MODULE = "mlflow.store.db.utils"
 FLUENT_MODULE = "mlflow.tracing.fluent"
 TRACE_CONTEXT_MODULE = "mlflow.tracing.context"
@@ -52,7 +55,7 @@ def runtime_context():
         if provider.MLFLOW_USE_DEFAULT_TRACER_PROVIDER.get():
             runtime = provider.mlflow_runtime_context
             # the class's get_current: what is attached, even once ours shows calls in it
-            get_current = type(runtime).get_current.__get__(runtime)
+            get_current = _context_var_get(runtime) or type(runtime).get_current.__get__(runtime)
             return get_current, runtime.attach, runtime.detach
     except Exception as exc:
         note_fallback(
@@ -63,6 +66,25 @@ def runtime_context():
     from opentelemetry import context as otel_context
 
     return otel_context.get_current, otel_context.attach, otel_context.detach
+
+
+def _context_var_get(runtime):
+    """The ``get`` of the ContextVar an OpenTelemetry ``ContextVarsRuntimeContext`` keeps
+    its context in (what its ``get_current`` returns, read on every traced call without a
+    Python frame), or None (its ``get_current`` is called then)."""
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    var = getattr(runtime, RUNTIME_CONTEXT_VAR, None)
+    if (
+        type(runtime).get_current is ContextVarsRuntimeContext.get_current
+        and isinstance(var, contextvars.ContextVar)
+    ):
+        return var.get
+    note_fallback(
+        f"ContextVarsRuntimeContext.{RUNTIME_CONTEXT_VAR}",
+        "each traced call reads MLflow's context through get_current (a little slower)",
+    )
+    return None
 
 
 def show_in_mlflow_context(registry, get_current, shown) -> bool:

@@ -16,6 +16,9 @@ from synalinks_obs.compat import note_fallback
 # Where Synalinks 0.9/0.10 define what we patch or read.
 CONFIG_MODULE = "synalinks.src.backend.config"
 HOOK_LIST_MODULE = "synalinks.src.hooks.hook_list"
+# Where a module keeps its HookList (``Module._hooks``); ``tracing.child_calls`` reads it
+# inline, as ``module_hooks`` does.
+MODULE_HOOKS = "_hooks"
 CALLBACK_LIST_MODULE = "synalinks.src.callbacks.callback_list"
 LM_MODULE = "synalinks.src.modules.language_models.language_model"
 TRAINER_MODULE = "synalinks.src.trainers.trainer"
@@ -128,7 +131,7 @@ def builtin_callback_monitor_class():
 def module_hooks(module) -> list:
     """The hooks attached to a module instance (``Module._hooks.hooks``)."""
     # (on every traced call: one expression; a module without hooks gives ())
-    return getattr(module.__dict__.get("_hooks"), "hooks", None) or ()
+    return getattr(module.__dict__.get(MODULE_HOOKS), "hooks", None) or ()
 
 
 def trainer_class():

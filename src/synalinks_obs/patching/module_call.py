@@ -28,6 +28,7 @@ from synalinks_obs import reporting
 from synalinks_obs.compat import synalinks as synalinks_compat
 from synalinks_obs.runtime import RUNTIME
 from synalinks_obs.tracing import context, streams
+from synalinks_obs.tracing.child_calls import close_child, open_child
 from synalinks_obs.tracing.context import CURRENT, enter, leave
 from synalinks_obs.tracing.records import begin
 from synalinks_obs.tracing.routing import ASIDE
@@ -109,14 +110,22 @@ def _finish(record, outputs, error) -> None:
 
 
 def wrap(original):
-    """The traced replacement of one class's ``__call__``."""
+    """The traced replacement of one class's ``__call__``.
+
+    A child call of the common kind goes through ``tracing.child_calls`` (two function
+    calls a span); any other, and any call that raises, through ``_start``/``_finish``."""
     start, finish, runtime = _start, _finish, RUNTIME
 
     @functools.wraps(original)
     async def __call__(self, *args, **kwargs):
         record = None
+        child = False
         if runtime.tracer is not None or runtime.route is not None:
-            record = start(self, args, kwargs)
+            record = open_child(self, args, kwargs)
+            if record is None:
+                record = start(self, args, kwargs)
+            else:
+                child = True
         try:
             outputs = await original(self, *args, **kwargs)
         except BaseException as exc:
@@ -126,7 +135,7 @@ def wrap(original):
             if tb is not None and tb.tb_frame.f_code is _WRAPPER_CODE:
                 exc.__traceback__ = tb.tb_next  # our own frame, not the app's
             raise
-        if record is not None:
+        if record is not None and not (child and close_child(record, outputs)):
             finish(record, outputs, None)
         return outputs
 

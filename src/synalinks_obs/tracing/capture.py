@@ -30,18 +30,18 @@ class _Classes:
 KEEP, JSON, LOOK = "keep", "json", "look"
 
 
-_CLASSES = _Classes()
+CLASSES = _Classes()
 
 
 def _load_classes() -> None:
-    _CLASSES.symbolic = synalinks_compat.symbolic_data_model_class()
-    _CLASSES.deferred = synalinks_compat.deferred_data_model_classes()
-    _CLASSES.kinds = {type(None): KEEP}
+    CLASSES.symbolic = synalinks_compat.symbolic_data_model_class()
+    CLASSES.deferred = synalinks_compat.deferred_data_model_classes()
+    CLASSES.kinds = {type(None): KEEP}
 
 
 def _kind_of(cls) -> str:
     """What values of ``cls`` become (remembered per type, see ``_Classes.kinds``)."""
-    classes = _CLASSES
+    classes = CLASSES
     if classes.symbolic is None:
         _load_classes()
     if issubclass(cls, _PRIMITIVES) or issubclass(cls, classes.deferred):
@@ -57,7 +57,7 @@ def _kind_of(cls) -> str:
 def capture_output(value):
     """What is kept of a call's output (``capture_value``'s first half, the common cases
     without a call)."""
-    kind = _CLASSES.kinds.get(type(value))
+    kind = CLASSES.kinds.get(type(value))
     if kind is KEEP:
         return value
     if kind is JSON:
@@ -72,7 +72,7 @@ def capture_value(value):
     thread); other data models give their JSON dict (a reference), symbolic ones their
     schema; lists and tuples are captured item by item.
     """
-    kind = _CLASSES.kinds.get(type(value)) or _kind_of(type(value))
+    kind = CLASSES.kinds.get(type(value)) or _kind_of(type(value))
     if kind is KEEP:
         return value, False
     if kind is JSON:
@@ -80,7 +80,7 @@ def capture_value(value):
     # (an instance whose __class__ is not its type, e.g. a proxy, is looked at here)
     if value is None or isinstance(value, _PRIMITIVES):
         return value, False
-    classes = _CLASSES
+    classes = CLASSES
     if isinstance(value, classes.deferred):
         return value, False
     if isinstance(value, classes.symbolic):
@@ -105,7 +105,7 @@ def capture_args(args) -> tuple[list | tuple, bool]:
     """Capture positional arguments; tell whether any was a symbolic data model.
 
     ``args`` itself (a tuple) when every value is kept as it is."""
-    kinds = _CLASSES.kinds
+    kinds = CLASSES.kinds
     if len(args) == 1:  # the common case: one data model
         arg = args[0]
         kind = kinds.get(type(arg))
@@ -138,7 +138,7 @@ def capture_kwargs(kwargs) -> dict:
 
     ``kwargs`` itself when every value is kept as it is: the caller's own dict, which
     nothing changes afterwards (the traced call's ``**kwargs``)."""
-    kinds = _CLASSES.kinds
+    kinds = CLASSES.kinds
     for value in kwargs.values():
         if kinds.get(type(value)) is not KEEP:
             break

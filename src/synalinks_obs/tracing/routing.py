@@ -29,14 +29,16 @@ ASIDE = object()
 
 class _Routing:
     builtin_monitor = None  # synalinks.hooks.Monitor, when it exists (a class, cached)
-    # hook class -> OURS, BUILTIN or None (any other hook: Synalinks' Logger...): one dict
-    # read per hook on every call instead of a failing hasattr (the hot path, see
-    # benchmarks/overhead.py).
-    kinds: dict = {}
+
+
+# hook class -> OURS, BUILTIN or None (any other hook: Synalinks' Logger...): one dict
+# read per hook on every call instead of a failing hasattr (the hot path, see
+# benchmarks/overhead.py; ``tracing.child_calls`` reads it too). Emptied, never replaced.
+HOOK_KINDS: dict = {}
 
 
 OURS, BUILTIN = "ours", "builtin"
-_UNKNOWN = object()  # a hook class not looked at yet
+UNKNOWN = object()  # a hook class not looked at yet
 
 
 _ROUTING = _Routing()
@@ -51,14 +53,14 @@ def install() -> None:
         _ROUTING.builtin_monitor = synalinks_compat.builtin_hook_monitor_class()
     except Exception:
         _ROUTING.builtin_monitor = None
-    _ROUTING.kinds = {}
+    HOOK_KINDS.clear()
     RUNTIME.route = route
 
 
 def _kind(hook):
     cls = type(hook)
     try:
-        return _ROUTING.kinds[cls]
+        return HOOK_KINDS[cls]
     except KeyError:
         pass
     builtin = _ROUTING.builtin_monitor
@@ -68,7 +70,7 @@ def _kind(hook):
         kind = BUILTIN
     else:
         kind = None
-    _ROUTING.kinds[cls] = kind
+    HOOK_KINDS[cls] = kind
     return kind
 
 
@@ -98,12 +100,12 @@ def route(module, tracer):
     """``(tracer, destination)`` for one module call (see the module docstring)."""
     try:
         monitor = None
-        kinds = _ROUTING.kinds
+        kinds = HOOK_KINDS
         for hook in synalinks_compat.module_hooks(module):
-            kind = kinds.get(type(hook), _UNKNOWN)
+            kind = kinds.get(type(hook), UNKNOWN)
             if kind is None:  # Synalinks' Logger and any other hook
                 continue
-            if kind is _UNKNOWN:
+            if kind is UNKNOWN:
                 kind = _kind(hook)
                 if kind is None:
                     continue

@@ -25,8 +25,8 @@ def fresh_compat(monkeypatch):
     from synalinks_obs.tracing import capture, context
 
     monkeypatch.setattr(compat, "_FALLBACKS", {})
-    monkeypatch.setattr(capture._CLASSES, "symbolic", None)
-    monkeypatch.setattr(capture._CLASSES, "kinds", {})
+    monkeypatch.setattr(capture.CLASSES, "symbolic", None)
+    monkeypatch.setattr(capture.CLASSES, "kinds", {})
     monkeypatch.setattr(context.CONTEXTS, "mlflow", None)
     yield
 
@@ -84,6 +84,50 @@ def test_mlflow_runtime_context_missing(sqlite_uri, monkeypatch, caplog):
         result, traces = _traced_call(sqlite_uri, "no_runtime_context")
     assert result.get("question") == "q" and len(traces) == 1
     name = "mlflow.tracing.provider.mlflow_runtime_context"
+    assert len(_warnings(caplog, name)) == 1 and _noted(name)
+
+
+def test_runtime_context_variable_missing(sqlite_uri, monkeypatch, caplog):
+    """Without the ContextVar of MLflow's runtime context, its get_current is read: a
+    module calling another still gives a root and its child."""
+    import synalinks
+    from mlflow.tracing import provider
+
+    import synalinks_obs
+    from synalinks_obs.compat import mlflow as mlflow_compat
+    from synalinks_obs.tracing import context
+
+    class Q(synalinks.DataModel):
+        question: str
+
+    class Inner(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+    class Outer(synalinks.Module):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = Inner(name="inner")
+
+        async def call(self, inputs, training=False):
+            return await self.inner(inputs)
+
+    monkeypatch.setattr(mlflow_compat, "RUNTIME_CONTEXT_VAR", "_no_such_context_var")
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name="no_context_var")
+        try:
+            result = asyncio.run(Outer(name="outer")(Q(question="q")))
+            assert synalinks_obs.flush(30)
+            reads = context.CONTEXTS.mlflow.current_context
+        finally:
+            synalinks_obs.uninstrument()
+    assert result.get("question") == "q"
+    assert reads.__func__ is type(provider.mlflow_runtime_context).get_current
+    (trace,) = load_traces(sqlite_uri, "no_context_var")
+    by_name = {span.attributes["synalinks.module_name"]: span for span in trace.data.spans}
+    assert set(by_name) == {"outer", "inner"}
+    assert by_name["inner"].parent_id == by_name["outer"].span_id
+    name = "ContextVarsRuntimeContext._no_such_context_var"
     assert len(_warnings(caplog, name)) == 1 and _noted(name)
 
 

@@ -18,8 +18,8 @@ def fresh_compat(monkeypatch):
     from synalinks_obs.tracing import capture, context, streams
 
     monkeypatch.setattr(compat, "_FALLBACKS", {})
-    monkeypatch.setattr(capture._CLASSES, "symbolic", None)
-    monkeypatch.setattr(capture._CLASSES, "kinds", {})
+    monkeypatch.setattr(capture.CLASSES, "symbolic", None)
+    monkeypatch.setattr(capture.CLASSES, "kinds", {})
     monkeypatch.setattr(context.CONTEXTS, "mlflow", None)
     monkeypatch.setattr(streams._classes, "streaming", None)
     yield
