@@ -406,7 +406,7 @@ def thread_table(thread) -> str:
         f"  untraced {t['untraced_us_per_module_call']:.1f} us; floor (bare wrapper) "
         f"{t['floor_us_per_module_call']:.1f} us (+{t['floor_extra_us_per_span']:.1f}); synalinks-obs "
         f"{t['traced_us_per_module_call']:.1f} us: +{t['traced_extra_us_per_span']:.1f} us per span "
-        f"({t['traced_extra_percent_of_untraced']:.0f}% of an untraced call; "
+        f"({t['traced_extra_percent_of_untraced']:.1f}% of an untraced call; "
         f"+{t['traced_over_floor_us_per_span']:.1f} us over the floor)"
         + ("; by process: " + ", ".join(f"+{x:.1f}" for x in t["traced_extra_us_per_process"]) + " us"
            if t.get("traced_extra_us_per_process") else ""),
@@ -468,7 +468,7 @@ def goals(report):
     if thread:
         out["calling thread <= 10% of an untraced module call"] = (
             f"{thread['traced_extra_us_per_span']:.1f} us = "
-            f"{thread['traced_extra_percent_of_untraced']:.0f}%",
+            f"{thread['traced_extra_percent_of_untraced']:.1f}%",
             thread["traced_extra_percent_of_untraced"] <= 10)
     export = report.get("export", {}).get("stores", {})
     for name, bound in (("sqlite", 0.4), ("server", 0.2)):
@@ -594,7 +594,7 @@ def main(argv=None):
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH",
                         help="also write the figures as JSON (default path: "
                         "benchmarks/results/<UTC date>.json)")
-    parser.add_argument("--rounds", type=int, default=30,
+    parser.add_argument("--rounds", type=int, default=90,
                         help="interleaved rounds of the calling-thread measurement")
     parser.add_argument("--thread-processes", type=int, default=3,
                         help="processes the calling-thread rounds are split over (pooled)")

@@ -646,3 +646,61 @@ def test_lm_reported_failure_marks_the_span(traced, synalinks, lm_factory, fake_
     assert chat.status.status_code == "ERROR"
     (event,) = [e for e in chat.events if e.name == "exception"]
     assert "injected failure" in event.attributes["exception.message"]
+
+
+_PER_CALL = {"synalinks.call_id", "synalinks.parent_call_id", "synalinks.duration", "mlflow.traceRequestId"}
+
+
+def _span_shape(trace):
+    """A trace's spans without what differs from call to call (ids, clocks)."""
+    names = {s.span_id: s.name for s in trace.data.spans}
+    return sorted(
+        (
+            s.name,
+            names.get(s.parent_id),
+            s.span_type,
+            s.status.status_code,
+            sorted((k, repr(v)) for k, v in s.attributes.items() if k not in _PER_CALL),
+        )
+        for s in trace.data.spans
+    )
+
+
+def test_child_calls_give_the_spans_of_the_general_path(traced, synalinks, monkeypatch):
+    """tracing/child_calls opens and closes the common child call in one frame each; the
+    same program with it turned off (every call through _start/_finish) gives the same
+    spans: names, parents, types, status, attributes and payloads."""
+    from synalinks_obs.patching import module_call
+    from synalinks_obs.tracing import child_calls
+
+    Step = _step_class(synalinks)
+    Question, _ = _make_models(synalinks)
+
+    async def build():
+        inputs = synalinks.Input(data_model=Question)
+        a = await Step(name="a", description="first")(inputs)
+        b = await Step(name="b")(a)
+        return synalinks.Program(inputs=inputs, outputs=b, name="two_steps")
+
+    program = asyncio.run(build())
+    opened = []
+
+    def counted(module, args, kwargs):
+        record = child_calls.open_child(module, args, kwargs)
+        opened.append(record is not None)
+        return record
+
+    monkeypatch.setattr(module_call, "open_child", counted)
+    fast = asyncio.run(program(Question(question="same")))
+    assert opened.count(True) == 2, opened  # the two steps, not the program's root call
+    monkeypatch.setattr(module_call, "open_child", lambda module, args, kwargs: None)
+    general = asyncio.run(program(Question(question="same")))
+    assert fast.get_json() == general.get_json() == {"question": "same"}
+    traces = traced()
+    assert len(traces) == 2
+    first, second = (_span_shape(t) for t in traces)
+    assert first == second
+    assert [name for name, *_ in first] == ["Functional:two_steps", "Step:a", "Step:b"]
+    step_a = next(row for row in first if row[0] == "Step:a")
+    assert step_a[1] == "Functional:two_steps"
+    assert ("synalinks.module_description", repr("first")) in step_a[4]

@@ -23,7 +23,7 @@ from synalinks_obs.runtime import RUNTIME
 from synalinks_obs.tracing import capture
 from synalinks_obs.tracing.context import CONTEXTS, CURRENT
 from synalinks_obs.tracing.records import IDS, CallRecord
-from synalinks_obs.tracing.routing import HOOK_KINDS, UNKNOWN
+from synalinks_obs.tracing.routing import HOOK_KINDS, UNKNOWN, hook_kind
 from synalinks_obs.tracing.span_types import SPAN_TYPES
 
 _GENERAL_SPAN_TYPES = (None, "CHAT_MODEL", "EMBEDDING")  # LM calls read usage; unknown classes
@@ -52,7 +52,10 @@ def open_child(module, args, kwargs):
         if RUNTIME.route is not None:  # a Monitor hook on this module routes it
             # (compat.synalinks.module_hooks, inline)
             for hook in getattr(module.__dict__.get(MODULE_HOOKS), "hooks", None) or ():
-                if HOOK_KINDS.get(type(hook), UNKNOWN) is not None:
+                kind = HOOK_KINDS.get(type(hook), UNKNOWN)
+                if kind is UNKNOWN:  # a hook class met for the first time
+                    kind = hook_kind(hook)
+                if kind is not None:
                     return None
         kinds = _CLASSES.kinds
         arg = args[0]

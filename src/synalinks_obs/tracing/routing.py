@@ -57,7 +57,7 @@ def install() -> None:
     RUNTIME.route = route
 
 
-def _kind(hook):
+def hook_kind(hook):
     cls = type(hook)
     try:
         return HOOK_KINDS[cls]
@@ -106,7 +106,7 @@ def route(module, tracer):
             if kind is None:  # Synalinks' Logger and any other hook
                 continue
             if kind is UNKNOWN:
-                kind = _kind(hook)
+                kind = hook_kind(hook)
                 if kind is None:
                     continue
             if monitor is None and kind is OURS:
