@@ -27,7 +27,9 @@ Parent-child comes from a context of our own, never from Synalinks' ``CallContex
   and ``run_destination`` answers for all of them, only while the run is in
   ``RUNTIME.active_runs``. Any other thread's calls stay on the tracing side.
 
-``enter``/``leave`` are the only functions that set and reset both contexts.
+``enter``/``leave`` are the only functions that set and reset both contexts (the
+common child call, ``tracing.child_calls``, sets and resets only ours, where MLflow's
+context is only read).
 """
 
 from __future__ import annotations
