@@ -248,3 +248,19 @@ class MlflowServer:
             if status != 200:
                 raise RuntimeError(f"making {username!r} admin answered {status}: {answer}")
         return body["user"]
+
+    def grant_experiment_permission(self, experiment_id: str, username: str,
+                                    permission: str = "EDIT") -> None:
+        """Give ``username`` ``permission`` on an experiment, as the admin: what
+        ``AuthServiceClient.grant_user_permission`` sends (MLflow >= 3.17), else what
+        ``create_experiment_permission`` sends (older servers answer the first with 404)."""
+        status, body = self.request("POST", "/api/3.0/mlflow/users/permissions/grant", {
+            "username": username, "resource_type": "experiment", "resource_id": experiment_id,
+            "permission": permission,
+        })
+        if status == 404:
+            status, body = self.request("POST", "/api/2.0/mlflow/experiments/permissions/create", {
+                "experiment_id": experiment_id, "username": username, "permission": permission,
+            })
+        if status != 200:
+            raise RuntimeError(f"granting {permission} to {username!r} answered {status}: {body}")

@@ -28,7 +28,12 @@ class StoreUnavailable(Exception):
 
 
 class StoreRejected(StoreUnavailable):
-    """The store answered but refused us (authentication, permission)."""
+    """The store answered but refused us: authentication (``status`` 401) or permission
+    (403)."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
 
 
 def auth_fix(uri: str) -> str:
@@ -85,9 +90,9 @@ def status_problem(uri: str, status: int) -> StoreUnavailable | None:
     if 200 <= status < 300:
         return None
     if status == 401:
-        return StoreRejected(f"{auth_fix(uri)} (HTTP 401)")
+        return StoreRejected(f"{auth_fix(uri)} (HTTP 401)", 401)
     if status == 403:
-        return StoreRejected(f"{permission_fix(uri)} (HTTP 403)")
+        return StoreRejected(f"{permission_fix(uri)} (HTTP 403)", 403)
     return StoreUnavailable(f"tracking store {uris.display(uri)} answered HTTP {status}")
 
 

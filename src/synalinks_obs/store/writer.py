@@ -12,9 +12,10 @@ down, failing or slow:
   writing after a failure, then our own backoff (0.5 s doubling up to 5 s) instead of
   MLflow's long retry policy; a batch that still fails when the store looks healthy is
   retried a few times, then dropped (counted, with the reason);
-- a store that refuses our credentials (401/403, ``store.health.StoreRejected``) is not
-  asked again for ``REJECTED_RETRY_AFTER`` seconds: its spans are dropped at once with
-  the reason (one line naming the variables to fix), never retried in a loop;
+- a store that refuses our credentials (401, or 403 for ``PERMISSION_PATIENCE`` seconds:
+  ``store.store_health``) is not asked again for ``REJECTED_RETRY_AFTER`` seconds: its
+  spans are dropped with the reason (one line naming the variables to fix), never
+  retried in a loop;
 - at the end (``drain``) what cannot be written before the deadline is dropped with the
   reason, and a store already known to be down is not waited for; with a spool
   (``store.spool``, ``SYNALINKS_OBS_SPOOL_DIR``) it is kept there instead, and the spool
@@ -278,8 +279,7 @@ class Writer(StoreHealth):
         except Exception as exc:
             refused = rejection(uri, exc) if uris.is_http(uri) else None
             if refused is not None:
-                self._rejected(uri, refused, batch, count)
-                return True
+                return self._rejected(uri, refused, batch, count)
             was_healthy = self._failed(uri, exc)
             if isinstance(exc, StoreUnavailable) or not was_healthy and uris.is_http(uri):
                 return False  # the store is down: keep the batch for later
