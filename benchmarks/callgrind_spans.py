@@ -1,0 +1,145 @@
+"""Instructions and cache misses a span costs the calling thread, counted by callgrind.
+
+The thread-clock figures of ``overhead.py`` move by microseconds between runs on this
+shared VM; valgrind's callgrind counts instructions and simulated L1 misses instead,
+which do not depend on the machine's load. One process runs workload (a) (10 trivial
+custom modules, 11 spans a program call) in phases: untraced (the original
+``__call__``s), the floor (a bare wrapper that only awaits the original) and
+synalinks-obs (its wrapper, tracing on, into a new SQLite store), each phase ``--calls``
+program calls after a warm-up, the phases repeated ``--repeat`` times, and only the
+app's main thread counted (``--separate-threads``; the exporter thread and process are
+not). Printed: per span, each phase minus the untraced mean. Needs ``valgrind``
+(``apt-get install valgrind``); runs ~2 minutes for the defaults.
+
+    LITELLM_LOCAL_MODEL_COST_MAP=True .venv-test/bin/python benchmarks/callgrind_spans.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SPANS_PER_CALL = 11
+EVENTS = ("Ir", "I1mr", "D1mr", "D1mw")
+
+APP = r'''
+import asyncio, functools, os, subprocess, sys, tempfile
+import synalinks
+
+class Question(synalinks.DataModel):
+    question: str
+
+class Step(synalinks.Module):
+    async def call(self, inputs, training=False):
+        return inputs.clone()
+
+    async def compute_output_spec(self, inputs, training=False):
+        return inputs.clone()
+
+async def build():
+    x = synalinks.Input(data_model=Question)
+    y = x
+    for i in range(10):
+        y = await Step(name=f"step_{i}")(y)
+    return synalinks.Program(inputs=x, outputs=y, name="bench_a")
+
+program = asyncio.run(build())
+import synalinks_obs
+from synalinks_obs.runtime import RUNTIME
+
+synalinks_obs.enable(tracking_uri=f"sqlite:///{tempfile.mkdtemp()}/m.db", experiment_name="callgrind")
+patched = [(p.owner, p.original, p.replacement) for p in RUNTIME.patches if p.name == "__call__"]
+tracer, route = RUNTIME.tracer, RUNTIME.route
+
+def bare(original):
+    @functools.wraps(original)
+    async def __call__(self, *args, **kwargs):
+        return await original(self, *args, **kwargs)
+    return __call__
+
+floors = [bare(original) for _, original, _ in patched]
+
+def use(phase):
+    for (owner, original, traced), floor in zip(patched, floors):
+        setattr(owner, "__call__", {"untraced": original, "floor": floor, "traced": traced}[phase])
+    RUNTIME.tracer, RUNTIME.route = (tracer, route) if phase == "traced" else (None, None)
+
+async def loop(n):
+    for i in range(n):
+        await program(Question(question=f"question {i}?"))
+
+def callgrind(*args):
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], capture_output=True, check=True)
+
+calls = int(os.environ["CALLS"])
+for phase in os.environ["PHASES"].split():
+    use(phase)
+    asyncio.run(loop(20))
+    callgrind("-i", "on")
+    asyncio.run(loop(calls))
+    callgrind("-d", phase)
+    callgrind("-i", "off")
+use("traced")
+sys.stdout.flush()
+os.system(f"pkill -9 -P {os.getpid()}")
+os._exit(0)
+'''
+
+
+def totals(path: str) -> tuple[str, dict[str, int]]:
+    text = open(path, encoding="utf-8").read()
+    phase = re.search(r"^desc: Trigger: dump (\S+)", text, re.M).group(1)
+    names = re.search(r"^events: (.*)$", text, re.M).group(1).split()
+    values = [int(v) for v in re.search(r"^totals: (.*)$", text, re.M).group(1).split()]
+    return phase, dict(zip(names, values, strict=True))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=120, help="program calls a phase (11 spans each)")
+    parser.add_argument("--repeat", type=int, default=2, help="times the three phases run")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("callgrind_spans: valgrind is not installed; fix: apt-get install valgrind", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="callgrind-spans-")
+    app = os.path.join(work, "app.py")
+    with open(app, "w", encoding="utf-8") as out:
+        out.write(APP)
+    env = dict(os.environ, CALLS=str(args.calls), PHASES=" ".join(["untraced", "floor", "traced"] * args.repeat),
+               LITELLM_LOCAL_MODEL_COST_MAP="True", SYNALINKS_HOME=os.path.join(work, "home"))
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--separate-threads=yes", "--instr-atstart=no",
+         f"--callgrind-out-file={work}/cg.out", sys.executable, app],
+        env=env, capture_output=True, text=True,
+    )
+    dumps = sorted(glob.glob(f"{work}/cg.out.*-01"))  # thread 1 (the app's main thread), one per phase
+    if not dumps:
+        print(done.stderr[-3000:], file=sys.stderr)
+        return 1
+    phases: dict[str, list[dict[str, int]]] = {}
+    for path in dumps:
+        phase, counts = totals(path)
+        phases.setdefault(phase, []).append(counts)
+    spans = args.calls * SPANS_PER_CALL
+    base = {e: sum(c[e] for c in phases["untraced"]) / len(phases["untraced"]) for e in EVENTS}
+    print(f"per span, minus untraced ({args.calls} program calls x {SPANS_PER_CALL} spans a phase, "
+          f"{args.repeat} times each; main thread)")
+    print(f"{'':10}" + "".join(f"{e:>10}" for e in EVENTS) + "   each phase (instructions)")
+    for phase in ("floor", "traced"):
+        runs = phases[phase]
+        mean = {e: sum(c[e] for c in runs) / len(runs) for e in EVENTS}
+        each = ", ".join(f"{(c['Ir'] - base['Ir']) / spans:+.0f}" for c in runs)
+        print(f"{phase:10}" + "".join(f"{(mean[e] - base[e]) / spans:>+10.0f}" for e in EVENTS) + f"   {each}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
