@@ -126,6 +126,7 @@ def test_dual_export_same_spans_in_mlflow_and_at_the_receiver(
 
 def test_otlp_only_when_mlflow_says_so(receiver, synalinks, lm, sqlite_uri, request, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)  # (the test's set_experiment: not ./mlflow.db)
     experiment = f"exp_{request.node.name}"[:200]
     _run(synalinks, lm, sqlite_uri, experiment)
     received = receiver.wait_for_spans(7, timeout=30)
