@@ -129,9 +129,14 @@ def builtin_callback_monitor_class():
 
 
 def module_hooks(module) -> list:
-    """The hooks attached to a module instance (``Module._hooks.hooks``)."""
-    # (on every traced call: one expression; a module without hooks gives ())
-    return getattr(module.__dict__.get(MODULE_HOOKS), "hooks", None) or ()
+    """The hooks attached to a module instance (``Module._hooks.hooks``). Every module
+    Synalinks builds has that HookList: a module without it means the name moved, noted
+    once (a Monitor hook on a module is then not seen; its calls are traced as others)."""
+    hook_list = module.__dict__.get(MODULE_HOOKS)
+    if hook_list is None:
+        note_fallback(f"Module.{MODULE_HOOKS}", "Monitor hooks on modules are not seen: their calls are traced like any other")
+        return ()
+    return getattr(hook_list, "hooks", None) or ()
 
 
 def trainer_class():

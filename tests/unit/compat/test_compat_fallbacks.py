@@ -76,6 +76,24 @@ def test_symbolic_data_model_missing(sqlite_uri, monkeypatch, caplog):
     assert _noted("synalinks.SymbolicDataModel")
 
 
+def test_module_hook_list_moved(sqlite_uri, monkeypatch, caplog):
+    """Synalinks keeps a module's HookList under another name (here its code still reads
+    ``self._hooks``, a property over ``_hook_list``): the call is traced, one warning."""
+    from synalinks.src.modules.module import Module
+
+    def get(self):
+        return self.__dict__["_hook_list"]
+
+    def set_(self, value):
+        self.__dict__["_hook_list"] = value
+
+    monkeypatch.setattr(Module, "_hooks", property(get, set_), raising=False)
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        result, traces = _traced_call(sqlite_uri, "hooks_moved")
+    assert result.get("question") == "q" and len(traces) == 1
+    assert len(_warnings(caplog, "Module._hooks")) == 1 and _noted("Module._hooks")
+
+
 def test_mlflow_runtime_context_missing(sqlite_uri, monkeypatch, caplog):
     from mlflow.tracing import provider
 
