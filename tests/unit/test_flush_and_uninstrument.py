@@ -91,7 +91,9 @@ def test_enable_again_after_uninstrument_patches_again(sqlite_uri, twice):
     import synalinks_obs
     from synalinks_obs.patching.module_call import MARK
 
+    synalinks_obs.uninstrument()  # (an earlier test on this worker may have left the patches on)
     original = synalinks.Module.__dict__["__call__"]
+    assert not getattr(original, MARK, False)
     for _ in range(2 if twice else 1):
         synalinks_obs.enable(tracking_uri=sqlite_uri, experiment_name="again")
         assert getattr(synalinks.Module.__dict__["__call__"], MARK, False)
