@@ -25,31 +25,16 @@ import subprocess
 import sys
 import tempfile
 
+from cpu_apps import WORKLOAD_A
+
 SPANS_PER_CALL = 11
 EVENTS = ("Ir", "I1mr", "D1mr", "D1mw")
 
 APP = r'''
 import asyncio, functools, os, subprocess, sys, tempfile
 import synalinks
-
-class Question(synalinks.DataModel):
-    question: str
-
-class Step(synalinks.Module):
-    async def call(self, inputs, training=False):
-        return inputs.clone()
-
-    async def compute_output_spec(self, inputs, training=False):
-        return inputs.clone()
-
-async def build():
-    x = synalinks.Input(data_model=Question)
-    y = x
-    for i in range(10):
-        y = await Step(name=f"step_{i}")(y)
-    return synalinks.Program(inputs=x, outputs=y, name="bench_a")
-
-program = asyncio.run(build())
+''' + WORKLOAD_A + r'''
+program = asyncio.run(build("bench_a"))
 import synalinks_obs
 from synalinks_obs.runtime import RUNTIME
 

@@ -17,13 +17,8 @@ collector frozen): unpickle, MLflow spans (``wire_to_span``) and MLflow's ``log_
 in batches, into a SQLite store or a server (the client side).
 """
 
-THREAD_APP = r'''
-import asyncio, functools, gc, json, os, statistics, sys, time
-
-mode, uri, rounds, per_round = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-import synalinks
-from synalinks.src.backend import config as synalinks_config
-
+# Workload (a) in the apps below: a program of 10 trivial custom modules (11 spans a call).
+WORKLOAD_A = r'''
 class Question(synalinks.DataModel):
     question: str
 
@@ -40,7 +35,15 @@ async def build(name):
     for i in range(10):
         y = await Step(name=f"step_{i}")(y)
     return synalinks.Program(inputs=x, outputs=y, name=name)
+'''
 
+THREAD_APP = r'''
+import asyncio, functools, gc, json, os, statistics, sys, time
+
+mode, uri, rounds, per_round = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+import synalinks
+from synalinks.src.backend import config as synalinks_config
+''' + WORKLOAD_A + r'''
 plain = asyncio.run(build("bench_a"))
 programs = {}
 if mode == "obs":
@@ -118,24 +121,8 @@ synalinks_obs.enable(tracking_uri="sqlite:///" + out + ".unused.db", experiment_
 records = []
 RUNTIME.tracer.exporter.submit = records.append  # the records, as the exporter thread gets them
 
-class Question(synalinks.DataModel):
-    question: str
-
-class Step(synalinks.Module):
-    async def call(self, inputs, training=False):
-        return inputs.clone()
-
-    async def compute_output_spec(self, inputs, training=False):
-        return inputs.clone()
-
-async def build():
-    x = synalinks.Input(data_model=Question)
-    y = x
-    for i in range(10):
-        y = await Step(name=f"step_{i}")(y)
-    return synalinks.Program(inputs=x, outputs=y, name="bench_a")
-
-program = asyncio.run(build())
+''' + WORKLOAD_A + r'''
+program = asyncio.run(build("bench_a"))
 
 async def loop(n):
     for i in range(n):
