@@ -81,6 +81,23 @@ def assert_stored_nothing_secret(*folders):
     assert scanned
 
 
+def question_and_step():
+    """A data model and a module that returns its input: one span a call."""
+    import synalinks
+
+    class Q(synalinks.DataModel):
+        question: str
+
+    class Step(synalinks.Module):
+        async def call(self, inputs, training=False):
+            return inputs.clone()
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    return Q, Step
+
+
 def start(service):
     try:
         return service.start()
@@ -292,20 +309,11 @@ def test_credentials_the_app_rotates_reach_the_writes(auth_server, monkeypatch):
     import asyncio
 
     import mlflow
-    import synalinks
 
     import synalinks_obs
     from synalinks_obs.runtime import RUNTIME
 
-    class Q(synalinks.DataModel):
-        question: str
-
-    class Step(synalinks.Module):
-        async def call(self, inputs, training=False):
-            return inputs.clone()
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
+    Q, Step = question_and_step()
 
     experiment = "rotated"
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ALICE)
@@ -363,7 +371,6 @@ def test_permission_denied_is_said_with_its_own_fix(auth_server, monkeypatch, ca
     import logging
 
     import mlflow
-    import synalinks
 
     import synalinks_obs
     from synalinks_obs.cli import doctor
@@ -375,15 +382,7 @@ def test_permission_denied_is_said_with_its_own_fix(auth_server, monkeypatch, ca
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ALICE)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ALICE_PASSWORD)
 
-    class Q(synalinks.DataModel):
-        question: str
-
-    class Step(synalinks.Module):
-        async def call(self, inputs, training=False):
-            return inputs.clone()
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
+    Q, Step = question_and_step()
 
     expected = f"permission denied by {auth_server.url}: the account in MLFLOW_TRACKING_USERNAME"
     synalinks_obs.enable(tracking_uri=auth_server.url, experiment_name="bobs_experiment")
@@ -418,7 +417,6 @@ def test_permission_granted_a_moment_after_a_refusal_loses_no_span(auth_server, 
     import logging
 
     import mlflow
-    import synalinks
 
     import synalinks_obs
 
@@ -428,15 +426,7 @@ def test_permission_granted_a_moment_after_a_refusal_loses_no_span(auth_server, 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ALICE)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ALICE_PASSWORD)
 
-    class Q(synalinks.DataModel):
-        question: str
-
-    class Step(synalinks.Module):
-        async def call(self, inputs, training=False):
-            return inputs.clone()
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
+    Q, Step = question_and_step()
 
     log_before = len(auth_server.log_path.read_text(errors="replace"))
     synalinks_obs.enable(tracking_uri=auth_server.url, experiment_name="granted_later")
