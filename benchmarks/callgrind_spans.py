@@ -9,9 +9,14 @@ synalinks-obs (its wrapper, tracing on, into a new SQLite store), each phase ``-
 program calls after a warm-up, the phases repeated ``--repeat`` times, and only the
 app's main thread counted (``--separate-threads``; the exporter thread and process are
 not). Printed: per span, each phase minus the untraced mean. Needs ``valgrind``
-(``apt-get install valgrind``); runs ~2 minutes for the defaults.
+(``apt-get install valgrind``); runs ~4 minutes for the defaults.
 
     LITELLM_LOCAL_MODEL_COST_MAP=True .venv-test/bin/python benchmarks/callgrind_spans.py
+
+``--compile tracing.child_calls`` (repeatable) counts a variant instead: a copy of the
+installed package with those modules compiled by Cython (``pip install cython
+setuptools``), put first on ``PYTHONPATH``; the app checks that the compiled modules
+are the ones it imported.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ SPANS_PER_CALL = 11
 EVENTS = ("Ir", "I1mr", "D1mr", "D1mw")
 
 APP = r'''
-import asyncio, functools, os, subprocess, sys, tempfile
+import asyncio, functools, importlib, os, subprocess, sys, tempfile
 import synalinks
 ''' + WORKLOAD_A + r'''
 program = asyncio.run(build("bench_a"))
@@ -39,6 +44,10 @@ import synalinks_obs
 from synalinks_obs.runtime import RUNTIME
 
 synalinks_obs.enable(tracking_uri=f"sqlite:///{tempfile.mkdtemp()}/m.db", experiment_name="callgrind")
+for name in os.environ.get("COMPILED", "").split():
+    loaded = importlib.import_module("synalinks_obs." + name).__file__
+    if not loaded.endswith(".so"):
+        sys.exit(f"callgrind_spans: synalinks_obs.{name} was not the compiled copy: {loaded}")
 patched = [(p.owner, p.original, p.replacement) for p in RUNTIME.patches if p.name == "__call__"]
 tracer, route = RUNTIME.tracer, RUNTIME.route
 
@@ -85,10 +94,38 @@ def totals(path: str) -> tuple[str, dict[str, int]]:
     return phase, dict(zip(names, values, strict=True))
 
 
+def compiled_copy(work: str, modules: list[str]) -> str | None:
+    """A copy of the installed ``synalinks_obs`` with ``modules`` compiled in place by
+    Cython; the directory to put on ``PYTHONPATH``, or None (a line says why)."""
+    import importlib.util
+
+    if importlib.util.find_spec("Cython") is None or importlib.util.find_spec("setuptools") is None:
+        print("callgrind_spans: --compile needs Cython; fix: pip install cython setuptools", file=sys.stderr)
+        return None
+    import synalinks_obs
+
+    root = os.path.join(work, "variant")
+    shutil.copytree(os.path.dirname(synalinks_obs.__file__), os.path.join(root, "synalinks_obs"))
+    for name in modules:
+        source = os.path.join(root, "synalinks_obs", *name.split(".")) + ".py"
+        if not os.path.exists(source):
+            print(f"callgrind_spans: --compile {name}: no {source}; fix: name a module of synalinks_obs",
+                  file=sys.stderr)
+            return None
+        built = subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-3", "-i", source],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            print(built.stderr[-3000:], file=sys.stderr)
+            return None
+    return root
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=120, help="program calls a phase (11 spans each)")
     parser.add_argument("--repeat", type=int, default=2, help="times the three phases run")
+    parser.add_argument("--compile", action="append", default=[], metavar="MODULE",
+                        help="count a copy with synalinks_obs.MODULE compiled by Cython (repeatable)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("callgrind_spans: valgrind is not installed; fix: apt-get install valgrind", file=sys.stderr)
@@ -99,6 +136,14 @@ def main() -> int:
         out.write(APP)
     env = dict(os.environ, CALLS=str(args.calls), PHASES=" ".join(["untraced", "floor", "traced"] * args.repeat),
                LITELLM_LOCAL_MODEL_COST_MAP="True", SYNALINKS_HOME=os.path.join(work, "home"))
+    if args.compile:
+        variant = compiled_copy(work, args.compile)
+        if variant is None:
+            shutil.rmtree(work, ignore_errors=True)
+            return 2
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [variant, env.get("PYTHONPATH")]))
+        env["COMPILED"] = " ".join(args.compile)
+        print(f"variant: synalinks_obs with {', '.join(args.compile)} compiled by Cython")
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--separate-threads=yes", "--instr-atstart=no",
          f"--callgrind-out-file={work}/cg.out", sys.executable, app],
