@@ -10,6 +10,9 @@ the environment every test runs in:
 - ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME`` and
   ``MLFLOW_EXPERIMENT_ID`` are removed, so every test names its tracking
   store and experiment explicitly.
+- the tests run in a scratch working directory (``_scratch_cwd``): MLflow puts
+  the artifacts of a SQLite store's experiments under ``./mlruns`` of the
+  working directory, which would otherwise be the checkout.
 
 mlflow writes those variables back itself (``mlflow.set_tracking_uri`` and
 ``mlflow.set_experiment`` export them for subprocesses), so the autouse
@@ -89,6 +92,17 @@ def lenient(monkeypatch):
     reporting.strict_mode(False)
     yield
     reporting.strict_mode(None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_cwd(tmp_path_factory):
+    """Every test (and the subprocesses it starts without a ``cwd`` of their own) runs in
+    a throw-away directory, so nothing MLflow writes relative to the working directory
+    (a SQLite store's artifact root, ``./mlruns``) lands in the checkout."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
 
 
 @pytest.fixture(autouse=True)
