@@ -14,6 +14,10 @@ it starts the exporter process and never opens the store. The ``.pth`` run works
 directory holding a ``struct.py`` and an ``mlflow.py`` that would break any process
 importing them from there: the exporter process does not (``python -P``).
 
+An app whose work runs in ``ProcessPoolExecutor`` workers started by ``spawn`` and by
+``forkserver`` (fresh interpreters, not forks: Python 3.14's default on Linux): each
+worker is traced too, by the ``.pth`` activation and by the launcher, every span once.
+
 Also here, through the same installed wheel: the ``synalinks_obs.start`` entry point
 (PEP 829) called as Python 3.15's ``site`` will call it, and ``doctor`` exiting 0 on a
 good set-up.
@@ -35,6 +39,7 @@ from app_processes import (
     assert_complete,
     questions,
     real_traces,
+    sqlite_store,
 )
 from process_watch import (
     exporter_processes,
@@ -165,6 +170,75 @@ def test_pth_and_launcher_apps_into_a_store_they_create(wheel_python, tmp_path):
         assert store_connections(audit, store) == [], (name, audit)  # ...not the app's process
     assert not (workdirs["plain"] / "mlflow.db").exists()
     assert not (workdirs["pth"] / "shadow-imported").exists()
+
+
+# The program of APP (Input -> Step "a" -> Step "b"), run in the workers of a process pool
+# whose start method is argv[1]; the parent makes no call of its own.
+WORKERS_APP = """\
+import asyncio, multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+
+import synalinks
+
+
+class Question(synalinks.DataModel):
+    question: str
+
+
+class Step(synalinks.Module):
+    async def call(self, inputs, training=False):
+        return inputs.clone()
+
+    async def compute_output_spec(self, inputs, training=False):
+        return inputs.clone()
+
+
+async def build():
+    x = synalinks.Input(data_model=Question)
+    y = await Step(name="b")(await Step(name="a")(x))
+    return synalinks.Program(inputs=x, outputs=y, name="app")
+
+
+def work(question):
+    async def run():
+        program = await build()
+        return (await program(Question(question=question))).get("question")
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as pool:
+        print(sorted(pool.map(work, [f"{method}-{i}" for i in range(4)])))
+"""
+
+
+def test_spawned_and_forkserver_workers_are_traced_by_the_pth_and_the_launcher(wheel_python, tmp_path):
+    """Pool workers are fresh interpreters: the ``.pth`` activation (the variable is
+    inherited) and the launcher (its start-up files are) trace each of them, so every call
+    made in a worker is in the store once, and the app prints and exits as untraced."""
+    app = tmp_path / "workers.py"
+    app.write_text(WORKERS_APP)
+    runs = {}
+    for name, method, args, extra in (
+        ("pth", "spawn", [app, "spawn"], {"SYNALINKS_OBSERVABILITY": "1"}),
+        ("launcher", "forkserver", ["-m", "synalinks_obs.run", app, "forkserver"], {}),
+    ):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        env = clean_env(SYNALINKS_HOME=tmp_path / "home", MLFLOW_TRACKING_URI=sqlite_store(tmp_path, name),
+                        MLFLOW_EXPERIMENT_NAME="apps", **extra)
+        runs[name] = (method, Started(wheel_python, args, env, workdir))
+    for name, (method, run) in runs.items():
+        run.wait()
+        expected = [f"{method}-{i}" for i in range(4)]
+        assert run.process.returncode == 0, (name, run.stderr[-3000:])
+        assert run.stdout == f"{expected}\n", name
+        assert run.stderr == "", (name, run.stderr[-3000:])
+        traces = real_traces(f"sqlite:///{tmp_path / name}.db", "apps")
+        assert questions(traces) == expected, name
+        assert_complete(traces)
+        assert len({t.info.trace_id for t in traces}) == 4
 
 
 START_ENTRY = """\
