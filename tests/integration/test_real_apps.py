@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 from app_processes import (
     APP,
+    PROGRAM,
     assert_complete,
     questions,
     real_traces,
@@ -172,32 +173,15 @@ def test_pth_and_launcher_apps_into_a_store_they_create(wheel_python, tmp_path):
     assert not (workdirs["pth"] / "shadow-imported").exists()
 
 
-# The program of APP (Input -> Step "a" -> Step "b"), run in the workers of a process pool
-# whose start method is argv[1]; the parent makes no call of its own.
+# APP's program, run in the workers of a process pool whose start method is argv[1]; the
+# parent makes no call of its own.
 WORKERS_APP = """\
-import asyncio, multiprocessing, sys
+import asyncio, multiprocessing, os, sys
 from concurrent.futures import ProcessPoolExecutor
 
 import synalinks
 
-
-class Question(synalinks.DataModel):
-    question: str
-
-
-class Step(synalinks.Module):
-    async def call(self, inputs, training=False):
-        return inputs.clone()
-
-    async def compute_output_spec(self, inputs, training=False):
-        return inputs.clone()
-
-
-async def build():
-    x = synalinks.Input(data_model=Question)
-    y = await Step(name="b")(await Step(name="a")(x))
-    return synalinks.Program(inputs=x, outputs=y, name="app")
-
+""" + PROGRAM + """
 
 def work(question):
     async def run():

@@ -36,6 +36,33 @@ from pathlib import Path
 
 from process_watch import started_exporter
 
+# The app's program (Input -> Step "a" -> Step "b", named "app"), with the names it
+# needs (``os``, ``synalinks``): shared by APP and by apps of other shapes (pool workers).
+PROGRAM = textwrap.dedent(
+    '''
+    PAYLOAD = int(os.environ.get("PAYLOAD", "0"))
+
+    class Question(synalinks.DataModel):
+        question: str
+
+    class Step(synalinks.Module):
+        async def call(self, inputs, training=False):
+            if not PAYLOAD:
+                return inputs.clone()
+            text = inputs.get("question")  # a new string as long as the input, per call
+            return Question(question=text[:-PAYLOAD] + self.name[0] * PAYLOAD)
+
+        async def compute_output_spec(self, inputs, training=False):
+            return inputs.clone()
+
+    async def build():
+        x = synalinks.Input(data_model=Question)
+        y = await Step(name="b")(await Step(name="a")(x))
+        return synalinks.Program(inputs=x, outputs=y, name="app")
+
+    '''
+).lstrip("\n")
+
 APP = textwrap.dedent(
     '''
     """A small Synalinks app: N program calls of Input -> A -> B, printing each result."""
@@ -65,26 +92,9 @@ APP = textwrap.dedent(
 
         synalinks_obs.enable()
 
-    PAYLOAD = int(os.environ.get("PAYLOAD", "0"))
-
-    class Question(synalinks.DataModel):
-        question: str
-
-    class Step(synalinks.Module):
-        async def call(self, inputs, training=False):
-            if not PAYLOAD:
-                return inputs.clone()
-            text = inputs.get("question")  # a new string as long as the input, per call
-            return Question(question=text[:-PAYLOAD] + self.name[0] * PAYLOAD)
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
-
-    async def build():
-        x = synalinks.Input(data_model=Question)
-        y = await Step(name="b")(await Step(name="a")(x))
-        return synalinks.Program(inputs=x, outputs=y, name="app")
-
+    '''
+) + PROGRAM + textwrap.dedent(
+    '''\
     program = asyncio.run(build())
     tag = os.environ.get("TAG", "main")
 
