@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from cpu_apps import WORKLOAD_A
+from cpu_apps import PHASES, WORKLOAD_A
 
 SPANS_PER_CALL = 11
 EVENTS = ("Ir", "I1mr", "D1mr", "D1mw")
@@ -48,22 +48,7 @@ for name in os.environ.get("COMPILED", "").split():
     loaded = importlib.import_module("synalinks_obs." + name).__file__
     if not loaded.endswith(".so"):
         sys.exit(f"callgrind_spans: synalinks_obs.{name} was not the compiled copy: {loaded}")
-patched = [(p.owner, p.original, p.replacement) for p in RUNTIME.patches if p.name == "__call__"]
-tracer, route = RUNTIME.tracer, RUNTIME.route
-
-def bare(original):
-    @functools.wraps(original)
-    async def __call__(self, *args, **kwargs):
-        return await original(self, *args, **kwargs)
-    return __call__
-
-floors = [bare(original) for _, original, _ in patched]
-
-def use(phase):
-    for (owner, original, traced), floor in zip(patched, floors):
-        setattr(owner, "__call__", {"untraced": original, "floor": floor, "traced": traced}[phase])
-    RUNTIME.tracer, RUNTIME.route = (tracer, route) if phase == "traced" else (None, None)
-
+''' + PHASES + r'''
 async def loop(n):
     for i in range(n):
         await program(Question(question=f"question {i}?"))
@@ -73,13 +58,13 @@ def callgrind(*args):
 
 calls = int(os.environ["CALLS"])
 for phase in os.environ["PHASES"].split():
-    use(phase)
+    use_phase(phase)
     asyncio.run(loop(20))
     callgrind("-i", "on")
     asyncio.run(loop(calls))
     callgrind("-d", phase)
     callgrind("-i", "off")
-use("traced")
+use_phase("traced")
 sys.stdout.flush()
 os.system(f"pkill -9 -P {os.getpid()}")
 os._exit(0)

@@ -17,6 +17,8 @@ collector frozen): unpickle, MLflow spans (``wire_to_span``) and MLflow's ``log_
 in batches, into a SQLite store or a server (the client side).
 """
 
+import textwrap
+
 # Workload (a) in the apps below: a program of 10 trivial custom modules (11 spans a call).
 WORKLOAD_A = r'''
 class Question(synalinks.DataModel):
@@ -37,6 +39,28 @@ async def build(name):
     return synalinks.Program(inputs=x, outputs=y, name=name)
 '''
 
+# The three phases of an app that has enabled synalinks-obs (``RUNTIME`` imported):
+# ``use_phase("untraced" | "floor" | "traced")`` gives the patched classes their original
+# ``__call__``, a bare wrapper that only awaits it (the floor), or synalinks-obs' wrapper
+# with tracing on. Used by THREAD_APP and by ``callgrind_spans.py``.
+PHASES = r'''
+patched = [(p.owner, p.original, p.replacement) for p in RUNTIME.patches if p.name == "__call__"]
+tracer, route = RUNTIME.tracer, RUNTIME.route
+
+def bare(original):
+    @functools.wraps(original)
+    async def __call__(self, *args, **kwargs):
+        return await original(self, *args, **kwargs)
+    return __call__
+
+floors = [bare(original) for _, original, _ in patched]
+
+def use_phase(phase):
+    for (owner, original, traced), floor in zip(patched, floors):
+        setattr(owner, "__call__", {"untraced": original, "floor": floor, "traced": traced}[phase])
+    RUNTIME.tracer, RUNTIME.route = (tracer, route) if phase == "traced" else (None, None)
+'''
+
 THREAD_APP = r'''
 import asyncio, functools, gc, json, os, statistics, sys, time
 
@@ -51,23 +75,9 @@ if mode == "obs":
     from synalinks_obs.runtime import RUNTIME
 
     synalinks_obs.enable(tracking_uri=uri, experiment_name="bench-thread")
-    patched = [(p.owner, p.original, p.replacement) for p in RUNTIME.patches
-               if p.name == "__call__"]
-    tracer, route = RUNTIME.tracer, RUNTIME.route
-
-    def bare(original):
-        @functools.wraps(original)
-        async def __call__(self, *args, **kwargs):
-            return await original(self, *args, **kwargs)
-        return __call__
-
-    floors = [bare(original) for _, original, _ in patched]
-
+''' + textwrap.indent(PHASES, "    ") + r'''
     def use(config):
-        for (owner, original, traced), floor in zip(patched, floors):
-            setattr(owner, "__call__", {"untraced": original, "floor": floor,
-                                         "traced": traced}[config])
-        RUNTIME.tracer, RUNTIME.route = (tracer, route) if config == "traced" else (None, None)
+        use_phase(config)
         return plain
 
     configs = ["untraced", "floor", "traced"]
