@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import traced_app
 from support_base import ServiceUnavailable, skip_or_fail
+from tiny_modules import question_and_step
 from traces import load_traces, render
 
 from synalinks_obs.store.store_health import PERMISSION_PATIENCE
@@ -79,23 +80,6 @@ def assert_stored_nothing_secret(*folders):
                 found = leaks(path.read_bytes())
                 assert not found, (found, path)
     assert scanned
-
-
-def question_and_step():
-    """A data model and a module that returns its input: one span a call."""
-    import synalinks
-
-    class Q(synalinks.DataModel):
-        question: str
-
-    class Step(synalinks.Module):
-        async def call(self, inputs, training=False):
-            return inputs.clone()
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
-
-    return Q, Step
 
 
 def start(service):

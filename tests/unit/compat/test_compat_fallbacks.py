@@ -15,6 +15,7 @@ import textwrap
 import types
 
 import pytest
+from tiny_modules import question_and_step
 from traces import load_traces
 
 
@@ -250,15 +251,7 @@ def test_functional_graph_internals_missing(monkeypatch):
 
     from synalinks_obs.compat import synalinks as synalinks_compat
 
-    class Q(synalinks.DataModel):
-        question: str
-
-    class Step(synalinks.Module):
-        async def call(self, inputs, training=False):
-            return inputs.clone()
-
-        async def compute_output_spec(self, inputs, training=False):
-            return inputs.clone()
+    Q, Step = question_and_step()
 
     async def build():
         inputs = synalinks.Input(data_model=Q)
