@@ -49,6 +49,9 @@ class Runtime:
         # value True):
         # MLflow reading one of them from the store waits for its spans (mlflow_hooks).
         self.recent_roots: dict = {}
+        # Idents of our threads that wait for a trace in the store themselves (the feedback
+        # writer asks again until it is there): their MLflow reads do not force a flush.
+        self.self_waiting_threads: set = set()
         # Streamed LM answers being read: iterator -> its open call record (tracing.streams).
         self.open_streams = None
         # Training runs whose end waits for their traces to be written:

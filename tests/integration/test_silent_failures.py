@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import types
 
 import pytest
@@ -145,6 +146,36 @@ def test_a_failing_current_call_usage_costs_the_span_its_usage_only(obs, sl, lm,
         assert chat.outputs is not None  # the span itself is complete
 
 
+# -- MLflow reading a trace of ours --------------------------------------------------------
+
+
+def test_a_failing_flush_before_mlflow_reads_a_trace_leaves_the_read_alone(obs, sl, lm, sqlite_uri,
+                                                                          monkeypatch, caplog, lenient):
+    """``mlflow.get_trace`` on a trace that has just ended first flushes our spans; when
+    that flush fails, one line says so and MLflow's read runs and answers as usual."""
+    import mlflow
+
+    from synalinks_obs.export.exporter import Exporter
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
+    obs.enable(tracking_uri=sqlite_uri, experiment_name="read_back")
+    generator = sl.synalinks.Generator(data_model=sl.Answer, language_model=lm, name="gen")
+    results = [asyncio.run(generator(sl.Question(question=f"q{i}"))) for i in range(2)]
+    trace_id = mlflow.get_last_active_trace_id()
+    original = Exporter.flush
+    monkeypatch.setattr(Exporter, "flush", _broken("flush is broken"))
+    with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
+        read = mlflow.get_trace(trace_id)  # None if the exporter has not written it yet
+    assert read is None or read.info.trace_id == trace_id
+    lines = our_lines(caplog)
+    assert len(lines) == 1, lines
+    assert "writing a trace before MLflow reads it" in lines[0] and "flush is broken" in lines[0]
+    monkeypatch.setattr(Exporter, "flush", original)
+    assert [r.get("answer") for r in results] == ["Example answer.", "Example answer."]
+    assert obs.flush(FLUSH)
+    assert mlflow.get_trace(trace_id).info.trace_id == trace_id
+
+
 # -- training runs ---------------------------------------------------------------------------
 
 
@@ -170,12 +201,15 @@ def _data(sl, size):
     return x, y
 
 
+SLOW_LM = 0.4  # seconds an LM answer takes: the fit outlasts the feedback writer's delay
+
+
 def _fit(sl, program, callbacks, epochs=1):
     x, y = _data(sl, 4)
     return asyncio.run(program.fit(x=x, y=y, epochs=epochs, batch_size=2, callbacks=callbacks, verbose=0))
 
 
-def test_a_failing_trace_flush_never_ends_a_run_before_its_traces(obs, sl, lm, sqlite_uri,
+def test_a_failing_trace_flush_never_ends_a_run_before_its_traces(obs, sl, lm, sqlite_uri, fake_llm,
                                                                   monkeypatch, caplog, lenient):
     """The flush before the end of a run raises: one line, the run stays RUNNING (its
     traces are not known to be written), and is marked FINISHED once a flush succeeds."""
@@ -190,6 +224,7 @@ def test_a_failing_trace_flush_never_ends_a_run_before_its_traces(obs, sl, lm, s
     monitor = Monitor(experiment_name="flush_runs", log_program_plot=False, log_program_model=False)
     original = Exporter.flush
     monkeypatch.setattr(Exporter, "flush", _broken("flush is broken"))
+    fake_llm.inject_latency(SLOW_LM)  # the feedback writer's store calls do not flush
     with caplog.at_level(logging.WARNING, logger="synalinks_obs"):
         history = _fit(sl, program, [monitor])
     assert history.history["reward"] == [1.0]  # training itself is untouched
@@ -208,8 +243,8 @@ def test_a_failing_trace_flush_never_ends_a_run_before_its_traces(obs, sl, lm, s
     assert len(in_experiment) == len(traces)  # every trace of the run's experiment is linked
 
 
-def test_a_flush_that_does_not_finish_in_time_defers_the_end(obs, sl, lm, sqlite_uri, monkeypatch,
-                                                             caplog):
+def test_a_flush_that_does_not_finish_in_time_defers_the_end(obs, sl, lm, sqlite_uri, fake_llm,
+                                                             monkeypatch, caplog):
     """The flush before the end times out (the store is slow): one INFO line, the run is
     marked FINISHED once its traces are written."""
     import mlflow
@@ -222,13 +257,15 @@ def test_a_flush_that_does_not_finish_in_time_defers_the_end(obs, sl, lm, sqlite
     program = _program(sl, lm, "slow_program")
     monitor = Monitor(experiment_name="slow_runs", log_program_plot=False, log_program_model=False)
     original = Exporter.flush
-    calls = []
+    calls, threads = [], set()
 
     def not_in_time(self, timeout=None):  # the first flush (the Monitor's) runs out of time
         calls.append(timeout)
+        threads.add(threading.current_thread().name)
         return False if len(calls) == 1 else original(self, timeout)
 
     monkeypatch.setattr(Exporter, "flush", not_in_time)
+    fake_llm.inject_latency(SLOW_LM)  # the feedback writer is at work before the fit ends
     with caplog.at_level(logging.INFO, logger="synalinks_obs"):
         _fit(sl, program, [monitor])
     lines = [line for line in our_lines(caplog) if "not all written" in line]
@@ -237,6 +274,8 @@ def test_a_flush_that_does_not_finish_in_time_defers_the_end(obs, sl, lm, sqlite
     client = mlflow.MlflowClient(sqlite_uri)
     assert client.get_run(monitor.run_id).info.status == "FINISHED"
     assert calls[0] == run_end.FLUSH_BUDGET
+    # only the Monitor and the run ender flush: the feedback writer waits for its traces
+    assert threads <= {"MainThread", run_end._ENDER.thread.name}, threads
 
 
 class _Stop(Exception):

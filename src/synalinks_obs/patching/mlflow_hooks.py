@@ -9,6 +9,8 @@
   ``log_expectation`` and ``mlflow.get_trace`` on a trace of ours that has just ended
   (``mlflow.get_last_active_trace_id()``) read or write it in the store: they first wait
   (at most ``flush_timeout``) until our queued spans are written, so the trace is there.
+  Not on a thread of ours that waits for the trace itself (the feedback writer): forcing
+  a flush there would only cut the exporter's batches short.
 - ``_IsolatedRandomIdGenerator.__del__``: we turn MLflow's isolated id generator on, and
   its ``__del__`` fails during interpreter teardown ("Exception ignored in ..." on the
   app's stderr): guarded.
@@ -21,6 +23,9 @@ All are reverted by ``uninstrument()``.
 
 from __future__ import annotations
 
+import threading
+
+from synalinks_obs import reporting
 from synalinks_obs.compat import mlflow as mlflow_compat
 from synalinks_obs.runtime import RUNTIME
 
@@ -73,10 +78,16 @@ def _after_our_spans(original):
     is a trace of ours that ended moments ago."""
 
     def wrapper(self, trace_id, *args, **kwargs):
-        if RUNTIME.recent_roots.pop(trace_id, None) is not None:
+        if (
+            threading.get_ident() not in RUNTIME.self_waiting_threads
+            and RUNTIME.recent_roots.pop(trace_id, None) is not None
+        ):
             exporter = RUNTIME.exporter
             if exporter is not None:
-                exporter.flush()
+                try:
+                    exporter.flush()
+                except Exception as exc:
+                    reporting.internal_error("writing a trace before MLflow reads it", exc)
         return original(self, trace_id, *args, **kwargs)
 
     wrapper.__name__ = original.__name__

@@ -6,7 +6,8 @@ holds. So ``AssessmentWriter`` queues what ``feedback.RunObserver`` matched and 
 in the background with MLflow's own tracing client (``log_assessment``, and the trace
 tags ``synalinks.epoch`` / ``synalinks.phase`` that ``search_traces`` filters on): an item
 waits ``DELAY`` seconds first, and a trace the store does not hold yet is asked again
-later (backing off up to ``MAX_RETRY_AFTER``). ``close`` writes what is left once the
+later (backing off up to ``MAX_RETRY_AFTER``), so its reads do not force the exporter to
+flush (``patching.mlflow_hooks``). ``close`` writes what is left once the
 Monitor has flushed the traces, within a bounded time (a trace still missing is asked
 again for ``CLOSE_WINDOW`` seconds at most). Best effort: the first other failure (a store
 that refuses assessments) costs one warning and the rest of the run's feedback, never
@@ -20,6 +21,7 @@ import threading
 import time
 
 from synalinks_obs import reporting
+from synalinks_obs.runtime import RUNTIME
 
 DELAY = 1.0  # seconds an item waits: the exporter writes every export_interval (0.5 s)
 MAX_RETRY_AFTER = 30.0  # a new store's first write (its schema set-up) can take that long
@@ -120,16 +122,21 @@ class AssessmentWriter:
                 self._condition.wait(wait if wait is None else max(wait, 0.01))
 
     def _run(self) -> None:
-        while True:
-            item = self._next()
-            if item is None:
-                return
-            try:
-                self._write(item)
-            finally:
-                with self._condition:
-                    self._busy = False
-                    self._condition.notify_all()
+        me = threading.get_ident()
+        RUNTIME.self_waiting_threads.add(me)  # it asks again for a trace not written yet
+        try:
+            while True:
+                item = self._next()
+                if item is None:
+                    return
+                try:
+                    self._write(item)
+                finally:
+                    with self._condition:
+                        self._busy = False
+                        self._condition.notify_all()
+        finally:
+            RUNTIME.self_waiting_threads.discard(me)
 
     def _write(self, item) -> None:
         try:
