@@ -125,18 +125,18 @@ class AssessmentWriter:
         me = threading.get_ident()
         RUNTIME.self_waiting_threads.add(me)  # it asks again for a trace not written yet
         try:
-            while True:
-                item = self._next()
-                if item is None:
-                    return
-                try:
-                    self._write(item)
-                finally:
-                    with self._condition:
-                        self._busy = False
-                        self._condition.notify_all()
+            self._write_until_closed()
         finally:
             RUNTIME.self_waiting_threads.discard(me)
+
+    def _write_until_closed(self) -> None:
+        while (item := self._next()) is not None:
+            try:
+                self._write(item)
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()
 
     def _write(self, item) -> None:
         try:
